@@ -1,0 +1,44 @@
+/* state_keys: Redis key names. See state_keys.h. */
+#include "state/state_keys.h"
+
+#include <stdio.h>
+#include <string.h>
+
+unsigned state_partition(const char *id, size_t len) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)id[i];
+        h *= 16777619u;
+    }
+    return h % STATE_PARTITIONS;
+}
+
+static size_t build(char *buf, char type, const char *id) {
+    int n = snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:%c:%s", state_partition(id, strlen(id)),
+                     type, id);
+    return n < STATE_KEY_MAX ? (size_t)n : STATE_KEY_MAX - 1;
+}
+
+size_t state_key_user(char *buf, const char *user) {
+    return build(buf, 'u', user);
+}
+
+size_t state_key_events(char *buf, const char *user) {
+    return build(buf, 'e', user);
+}
+
+size_t state_key_ticket(char *buf, const char *ticket) {
+    return build(buf, 'k', ticket);
+}
+
+size_t state_key_contact(char *buf, const char *contact) {
+    return build(buf, 'c', contact);
+}
+
+size_t state_key_queue_n(char *buf, unsigned partition) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:q", partition);
+}
+
+size_t state_key_queue(char *buf, const char *user) {
+    return state_key_queue_n(buf, state_partition(user, strlen(user)));
+}

@@ -1,0 +1,533 @@
+/* state_store: one asynchronous Redis connection on one libevent loop. See state_store.h.
+ *
+ * Life of a connection:
+ *
+ *   down --(resolve host with evdns)--> connecting --(on_connect OK, handshake:
+ *   AUTH, SELECT, CLIENT SETNAME, SCRIPT LOAD, PING)--> ready
+ *
+ * Any failure on the way (refused, handshake error, disconnect, a command unanswered for
+ * timeout_ms) frees the hiredis context, which fails its pending commands with NULL, and
+ * schedules a reconnect with exponential backoff (50 ms doubling to 1 s). */
+#include "state/state_store.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <adapters/libevent.h>
+#include <async.h>
+#include <event2/dns.h>
+#include <event2/util.h>
+#include <openssl/sha.h>
+
+#include "svc/svc_log.h"
+
+extern const char state_lua_apply[];
+extern const char state_lua_link[];
+extern const char state_lua_index[];
+extern const char state_lua_take[];
+
+static struct {
+    const char *text;
+    char sha[41];
+} scripts[STATE_SCRIPT_COUNT];
+
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static atomic_ulong errors_total;
+static atomic_ulong reconnects_total;
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+#define WATCHDOG_MS 100
+
+struct state_store {
+    struct event_base *base;
+    struct evdns_base *dns;          /* only when the host is a name */
+    struct evdns_getaddrinfo_request *dns_req;
+    char *host, *user, *password, *name;
+    int port, db, timeout_ms;
+
+    redisAsyncContext *ac;           /* NULL while down */
+    int ready;                       /* handshake done, commands accepted */
+    int handshake_failed;
+    int freeing;
+    size_t pending;
+    long long last_activity_ms;      /* last reply, or when pending went 0 -> 1 */
+    long long connect_started_ms;
+    int backoff_ms;
+    struct event *retry_ev;
+    struct event *watch_ev;
+    char status[256];
+};
+
+/* One command in flight. For scripts it keeps an EVAL form to resend on NOSCRIPT. */
+struct pending_cmd {
+    struct state_store *st;
+    state_reply_fn *fn;
+    void *arg;
+    int internal;                    /* handshake step: fn is NULL */
+    int eval_argc;                   /* > 0: EVALSHA that may be retried as EVAL */
+    enum state_script script;
+    int retried;
+    char **eval_argv;
+    size_t *eval_argvlen;
+};
+
+static void start_connect(struct state_store *st);
+
+static void init_scripts(void) {
+    scripts[STATE_SCRIPT_APPLY].text = state_lua_apply;
+    scripts[STATE_SCRIPT_LINK].text = state_lua_link;
+    scripts[STATE_SCRIPT_INDEX].text = state_lua_index;
+    scripts[STATE_SCRIPT_TAKE].text = state_lua_take;
+    for (int i = 0; i < STATE_SCRIPT_COUNT; i++) {
+        unsigned char md[SHA_DIGEST_LENGTH];
+        SHA1((const unsigned char *)scripts[i].text, strlen(scripts[i].text), md);
+        for (int j = 0; j < SHA_DIGEST_LENGTH; j++)
+            snprintf(scripts[i].sha + 2 * j, 3, "%02x", md[j]);
+    }
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_status(struct state_store *st, const char *fmt, const char *detail) {
+    snprintf(st->status, sizeof(st->status), fmt, detail ? detail : "");
+}
+
+static void free_pending(struct pending_cmd *pc) {
+    if (pc->eval_argv != NULL) {
+        for (int i = 0; i < pc->eval_argc; i++)
+            free(pc->eval_argv[i]);
+        free(pc->eval_argv);
+        free(pc->eval_argvlen);
+    }
+    free(pc);
+}
+
+/* Arms the reconnect timer unless it is already armed or the store is being freed. */
+static void schedule_retry(struct state_store *st) {
+    if (st->freeing || evtimer_pending(st->retry_ev, NULL))
+        return;
+    struct timeval tv = {st->backoff_ms / 1000, (st->backoff_ms % 1000) * 1000};
+    evtimer_add(st->retry_ev, &tv);
+    st->backoff_ms = st->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : st->backoff_ms * 2;
+}
+
+/* Drops the current connection from outside any hiredis callback. */
+static void drop_connection(struct state_store *st, const char *why) {
+    redisAsyncContext *ac = st->ac;
+    if (ac == NULL)
+        return;
+    atomic_fetch_add(&errors_total, 1);
+    svc_log_warn("redis_connection_dropped", "reason", json_string(why),
+                 "pending", json_integer((json_int_t)st->pending), NULL);
+    set_status(st, "down: %s", why);
+    st->ready = 0;
+    /* redisAsyncFree runs every pending callback with NULL (each decrements pending) and,
+     * for an established connection, on_disconnect; clear ac first so neither path
+     * touches the freed context. */
+    st->ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+    schedule_retry(st);
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *privdata) {
+    struct pending_cmd *pc = privdata;
+    struct state_store *st = pc->st;
+    redisReply *reply = r;
+
+    st->pending--;
+    st->last_activity_ms = now_ms();
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && pc->eval_argc > 0 && !pc->retried &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0 && ac != NULL && st->ac == ac) {
+        /* The server lost our scripts (restart without persistence, failover to a
+         * replica, SCRIPT FLUSH): resend the same call as EVAL, which also caches it. */
+        char *text = strdup(scripts[pc->script].text);
+        if (text == NULL)
+            abort();
+        memcpy(pc->eval_argv[0], "EVAL", 5); /* the slot held "EVALSHA": room enough */
+        pc->eval_argvlen[0] = 4;
+        free(pc->eval_argv[1]);
+        pc->eval_argv[1] = text;
+        pc->eval_argvlen[1] = strlen(text);
+        if (redisAsyncCommandArgv(ac, on_reply, pc, pc->eval_argc,
+                                  (const char **)(void *)pc->eval_argv, pc->eval_argvlen) == REDIS_OK) {
+            pc->retried = 1; /* a second NOSCRIPT is final */
+            st->pending++;
+            return;
+        }
+    }
+    if (reply == NULL)
+        atomic_fetch_add(&errors_total, 1);
+    if (pc->internal) {
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            st->handshake_failed = 1;
+            set_status(st, "down: %s", reply ? reply->str : "connection lost during handshake");
+        }
+    } else {
+        pc->fn(st, reply, pc->arg);
+    }
+    free_pending(pc);
+}
+
+static int send_internal(struct state_store *st, int argc, const char **argv) {
+    struct pending_cmd *pc = calloc(1, sizeof(*pc));
+    if (pc == NULL)
+        return -1;
+    pc->st = st;
+    pc->internal = 1;
+    if (redisAsyncCommandArgv(st->ac, on_reply, pc, argc, argv, NULL) != REDIS_OK) {
+        free(pc);
+        return -1;
+    }
+    if (st->pending++ == 0)
+        st->last_activity_ms = now_ms();
+    return 0;
+}
+
+static void on_handshake_done(struct state_store *st, redisReply *reply, void *arg) {
+    (void)arg;
+    if (st->ac == NULL)
+        return;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR || st->handshake_failed) {
+        if (!st->handshake_failed)
+            set_status(st, "down: %s", reply ? reply->str : "connection lost during handshake");
+        svc_log_error("redis_handshake_failed", "status", json_string(st->status), NULL);
+        /* Disconnecting from inside a callback is deferred by hiredis; on_disconnect then
+         * schedules the retry. */
+        redisAsyncDisconnect(st->ac);
+        return;
+    }
+    st->ready = 1;
+    st->backoff_ms = BACKOFF_MIN_MS;
+    set_status(st, "ready", NULL);
+    svc_log_info("redis_ready", "host", json_string(st->host), "port", json_integer(st->port),
+                 "db", json_integer(st->db), NULL);
+}
+
+static void on_connect(const redisAsyncContext *cac, int status) {
+    redisAsyncContext *ac = (redisAsyncContext *)(uintptr_t)cac;
+    struct state_store *st = ac->data;
+    if (st == NULL)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback; on_disconnect will not run. */
+        set_status(st, "down: %s", ac->errstr);
+        svc_log_warn("redis_connect_failed", "error", json_string(ac->errstr), NULL);
+        st->ac = NULL;
+        schedule_retry(st);
+        return;
+    }
+    st->handshake_failed = 0;
+    char db[16];
+    snprintf(db, sizeof(db), "%d", st->db);
+    if (st->password != NULL) {
+        const char *auth_user[] = {"AUTH", st->user, st->password};
+        const char *auth[] = {"AUTH", st->password};
+        if (st->user != NULL)
+            send_internal(st, 3, auth_user);
+        else
+            send_internal(st, 2, auth);
+    }
+    if (st->db != 0) {
+        const char *sel[] = {"SELECT", db};
+        send_internal(st, 2, sel);
+    }
+    if (st->name != NULL) {
+        const char *setname[] = {"CLIENT", "SETNAME", st->name};
+        send_internal(st, 3, setname);
+    }
+    for (int i = 0; i < STATE_SCRIPT_COUNT; i++) {
+        const char *load[] = {"SCRIPT", "LOAD", scripts[i].text};
+        send_internal(st, 3, load);
+    }
+    /* The PING goes through the public path so its reply tells us the handshake is over. */
+    struct pending_cmd *pc = calloc(1, sizeof(*pc));
+    if (pc == NULL)
+        abort();
+    pc->st = st;
+    pc->fn = on_handshake_done;
+    const char *ping[] = {"PING"};
+    if (redisAsyncCommandArgv(ac, on_reply, pc, 1, ping, NULL) != REDIS_OK) {
+        free(pc);
+        return;
+    }
+    st->pending++;
+}
+
+static void on_disconnect(const redisAsyncContext *cac, int status) {
+    redisAsyncContext *ac = (redisAsyncContext *)(uintptr_t)cac;
+    struct state_store *st = ac->data;
+    if (st == NULL)
+        return; /* dropped on purpose; drop_connection already scheduled the retry */
+    st->ac = NULL;
+    st->ready = 0;
+    if (st->freeing)
+        return;
+    if (status != REDIS_OK) {
+        set_status(st, "down: %s", ac->errstr[0] ? ac->errstr : "connection lost");
+        svc_log_warn("redis_disconnected", "error", json_string(st->status), NULL);
+        atomic_fetch_add(&errors_total, 1);
+    }
+    schedule_retry(st);
+}
+
+static void connect_to(struct state_store *st, const char *ip) {
+    redisAsyncContext *ac = redisAsyncConnect(ip, st->port);
+    if (ac == NULL) {
+        set_status(st, "down: %s", "out of memory");
+        schedule_retry(st);
+        return;
+    }
+    if (ac->err) {
+        set_status(st, "down: %s", ac->errstr);
+        redisAsyncFree(ac);
+        schedule_retry(st);
+        return;
+    }
+    ac->data = st;
+    if (redisLibeventAttach(ac, st->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        schedule_retry(st);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    st->ac = ac;
+    st->connect_started_ms = now_ms();
+    set_status(st, "connecting%s", NULL);
+}
+
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg) {
+    struct state_store *st = arg;
+    if (result == EVUTIL_EAI_CANCEL)
+        return; /* the store is being freed */
+    st->dns_req = NULL;
+    if (result != 0 || res == NULL) {
+        set_status(st, "down: cannot resolve %s", st->host);
+        svc_log_warn("redis_resolve_failed", "host", json_string(st->host),
+                     "error", json_string(evutil_gai_strerror(result)), NULL);
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        schedule_retry(st);
+        return;
+    }
+    char ip[INET6_ADDRSTRLEN];
+    const void *addr = res->ai_family == AF_INET6
+                           ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                           : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    inet_ntop(res->ai_family, addr, ip, sizeof(ip));
+    evutil_freeaddrinfo(res);
+    connect_to(st, ip);
+}
+
+static int is_numeric_host(const char *host) {
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static void start_connect(struct state_store *st) {
+    if (st->ac != NULL || st->dns_req != NULL || st->freeing)
+        return;
+    atomic_fetch_add(&reconnects_total, 1);
+    if (st->dns == NULL) {
+        connect_to(st, st->host);
+        return;
+    }
+    /* hiredis 0.14 would call a blocking getaddrinfo on the loop; resolve here instead,
+     * on every attempt, so a Redis that moved (compose, k8s) is found again. */
+    struct evutil_addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    set_status(st, "connecting%s", NULL);
+    st->dns_req = evdns_getaddrinfo(st->dns, st->host, NULL, &hints, on_resolved, st);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    start_connect(arg);
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg) {
+    struct state_store *st = arg;
+    (void)fd;
+    (void)what;
+    if (st->ac == NULL)
+        return;
+    long long now = now_ms();
+    if (st->pending > 0 && now - st->last_activity_ms > st->timeout_ms)
+        drop_connection(st, "command timeout");
+    else if (!st->ready && st->pending == 0 && now - st->connect_started_ms > st->timeout_ms)
+        drop_connection(st, "connect timeout");
+}
+
+struct state_store *state_store_new(struct event_base *base, const struct state_store_opts *o) {
+    pthread_once(&scripts_once, init_scripts);
+    struct state_store *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    st->base = base;
+    st->host = strdup(o->host);
+    st->user = o->user ? strdup(o->user) : NULL;
+    st->password = o->password ? strdup(o->password) : NULL;
+    st->name = o->name ? strdup(o->name) : NULL;
+    st->port = o->port;
+    st->db = o->db;
+    st->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 2000;
+    st->backoff_ms = BACKOFF_MIN_MS;
+    st->retry_ev = evtimer_new(base, on_retry, st);
+    st->watch_ev = event_new(base, -1, EV_PERSIST, on_watchdog, st);
+    if (st->host == NULL || st->retry_ev == NULL || st->watch_ev == NULL)
+        goto err;
+    if (!is_numeric_host(st->host)) {
+        st->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                       EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (st->dns == NULL) {
+            /* No usable resolv.conf: still resolve names like "localhost" from /etc/hosts. */
+            st->dns = evdns_base_new(base, 0);
+            if (st->dns == NULL)
+                goto err;
+            evdns_base_load_hosts(st->dns, NULL);
+        }
+    }
+    struct timeval tv = {0, WATCHDOG_MS * 1000};
+    event_add(st->watch_ev, &tv);
+    set_status(st, "connecting%s", NULL);
+    start_connect(st);
+    return st;
+err:
+    state_store_free(st);
+    return NULL;
+}
+
+void state_store_free(struct state_store *st) {
+    if (st == NULL)
+        return;
+    st->freeing = 1;
+    st->ready = 0;
+    if (st->dns_req != NULL) {
+        evdns_getaddrinfo_cancel(st->dns_req);
+        st->dns_req = NULL;
+    }
+    if (st->ac != NULL) {
+        redisAsyncContext *ac = st->ac;
+        st->ac = NULL;
+        redisAsyncFree(ac); /* pending callbacks run now, with NULL */
+    }
+    if (st->retry_ev)
+        event_free(st->retry_ev);
+    if (st->watch_ev)
+        event_free(st->watch_ev);
+    if (st->dns)
+        evdns_base_free(st->dns, 1);
+    free(st->host);
+    free(st->user);
+    free(st->password);
+    free(st->name);
+    free(st);
+}
+
+int state_store_ready(const struct state_store *st) {
+    return st != NULL && st->ready && st->ac != NULL;
+}
+
+const char *state_store_status(const struct state_store *st) {
+    return st->status;
+}
+
+struct event_base *state_store_base(const struct state_store *st) {
+    return st->base;
+}
+
+size_t state_store_pending(const struct state_store *st) {
+    return st->pending;
+}
+
+int state_store_command(struct state_store *st, state_reply_fn *fn, void *arg, int argc,
+                        const char **argv, const size_t *argvlen) {
+    if (!state_store_ready(st))
+        return -1;
+    struct pending_cmd *pc = calloc(1, sizeof(*pc));
+    if (pc == NULL)
+        return -1;
+    pc->st = st;
+    pc->fn = fn;
+    pc->arg = arg;
+    if (redisAsyncCommandArgv(st->ac, on_reply, pc, argc, argv, argvlen) != REDIS_OK) {
+        free(pc);
+        return -1;
+    }
+    if (st->pending++ == 0)
+        st->last_activity_ms = now_ms();
+    return 0;
+}
+
+int state_store_eval(struct state_store *st, enum state_script id, state_reply_fn *fn,
+                     void *arg, int nkeys, int argc, const char **argv, const size_t *argvlen) {
+    if (!state_store_ready(st) || (unsigned)id >= STATE_SCRIPT_COUNT)
+        return -1;
+    struct pending_cmd *pc = calloc(1, sizeof(*pc));
+    int n = argc + 3;
+    char nk[16];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    if (pc == NULL)
+        return -1;
+    pc->st = st;
+    pc->fn = fn;
+    pc->arg = arg;
+    pc->eval_argc = n;
+    pc->script = id;
+    pc->eval_argv = calloc((size_t)n, sizeof(char *));
+    pc->eval_argvlen = calloc((size_t)n, sizeof(size_t));
+    if (pc->eval_argv == NULL || pc->eval_argvlen == NULL)
+        goto oom;
+    /* Slot 0 holds "EVALSHA" (room to become "EVAL"), slot 1 the sha (swapped for the
+     * script text on a NOSCRIPT retry); the copies exist only for that retry. */
+    pc->eval_argv[0] = strdup("EVALSHA");
+    pc->eval_argvlen[0] = 7;
+    pc->eval_argv[1] = strdup(scripts[id].sha);
+    pc->eval_argvlen[1] = 40;
+    pc->eval_argv[2] = strdup(nk);
+    pc->eval_argvlen[2] = strlen(nk);
+    for (int i = 0; i < argc; i++) {
+        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
+        pc->eval_argv[3 + i] = malloc(len + 1);
+        if (pc->eval_argv[3 + i] == NULL)
+            goto oom;
+        memcpy(pc->eval_argv[3 + i], argv[i], len);
+        pc->eval_argv[3 + i][len] = '\0';
+        pc->eval_argvlen[3 + i] = len;
+    }
+    if (pc->eval_argv[0] == NULL || pc->eval_argv[1] == NULL || pc->eval_argv[2] == NULL)
+        goto oom;
+    if (redisAsyncCommandArgv(st->ac, on_reply, pc, n, (const char **)(void *)pc->eval_argv,
+                              pc->eval_argvlen) != REDIS_OK)
+        goto oom;
+    if (st->pending++ == 0)
+        st->last_activity_ms = now_ms();
+    return 0;
+oom:
+    free_pending(pc);
+    return -1;
+}
+
+unsigned long state_store_errors_total(void) {
+    return atomic_load(&errors_total);
+}
+
+unsigned long state_store_reconnects_total(void) {
+    return atomic_load(&reconnects_total);
+}
