@@ -37,48 +37,74 @@ UNIT_BINS_REL := $(patsubst tests/unit/%.c,build/rel/tests/%,$(UNIT_SRCS))
 
 PYTHON  ?= /usr/bin/python3
 
-.PHONY: all asan test unit system run demo valgrind bench clean scale-test
+# Quiet output unless V=1 (Redis's QUIET_CC habit).
+ifeq ($(V),1)
+Q :=
+say = @true
+else
+Q := @
+say = @printf '    %-6s %s\n' $(1) $(2)
+endif
+
+.PHONY: all asan test unit system run demo valgrind bench clean scale-test deps
 all: bin/suppressd
 
 bin/suppressd: build/rel/svc/svc_main.o $(REL_OBJS)
 	@mkdir -p bin
-	$(CC) $(OPT) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+	$(call say,LINK,$@)
+	$(Q)$(CC) $(OPT) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
 asan: bin/suppressd-asan
 bin/suppressd-asan: build/asan/svc/svc_main.o $(ASAN_OBJS)
 	@mkdir -p bin
-	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+	$(call say,LINK,$@)
+	$(Q)$(CC) $(SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
 # Lua scripts are embedded as C strings so the binary needs no files at run time.
 build/gen/state_lua.c: $(LUA_SRCS) state/lua/embed.sh
 	@mkdir -p build/gen
-	sh state/lua/embed.sh $(LUA_SRCS) > $@.tmp && mv $@.tmp $@
+	$(call say,EMBED,$@)
+	$(Q)sh state/lua/embed.sh $(LUA_SRCS) > $@.tmp && mv $@.tmp $@
 
 build/rel/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -c $< -o $@
+	$(call say,CC,$<)
+	$(Q)$(CC) $(REL_CFLAGS) -c $< -o $@
 
 build/asan/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+	$(call say,CC-SAN,$<)
+	$(Q)$(CC) $(ASAN_CFLAGS) -c $< -o $@
 
 build/asan/tests/%: tests/unit/%.c $(ASAN_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -o $@ $< $(ASAN_OBJS) $(PKG_LIBS) $(shell pkg-config --libs cmocka)
+	$(call say,TEST,$@)
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $< $(ASAN_OBJS) $(PKG_LIBS) $(shell pkg-config --libs cmocka)
 
 build/rel/tests/%: tests/unit/%.c $(REL_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -o $@ $< $(REL_OBJS) $(PKG_LIBS) $(shell pkg-config --libs cmocka)
+	$(call say,TEST,$@)
+	$(Q)$(CC) $(REL_CFLAGS) -o $@ $< $(REL_OBJS) $(PKG_LIBS) $(shell pkg-config --libs cmocka)
 
 unit: $(UNIT_BINS)
+unit-rel: $(UNIT_BINS_REL)
+
+# Missing Debian packages are installed first (tests/tools/deps.sh); the build then runs
+# in a sub-make so pkg-config sees the freshly installed libraries.
+deps:
+	@sh tests/tools/deps.sh $(DEPS_FLAGS)
 
 # Everything CI runs. tests/run.sh prints the final "N passed, M failed" line.
-test: bin/suppressd bin/suppressd-asan $(UNIT_BINS)
+test: DEPS_FLAGS = --test
+test: deps
+	@$(MAKE) --no-print-directory -j2 bin/suppressd bin/suppressd-asan unit \
+		$(UNIT_BINS_REL)
 	@sh tests/run.sh
 
 # The service on an embedded default: a private redis-server under ./var when REDIS_URL
 # is unset, a demo Intercom secret, Customer.io and Intercom in dry run.
-run: bin/suppressd
+run: deps
+	@$(MAKE) --no-print-directory bin/suppressd
 	@sh tests/tools/run.sh
 
 demo:

@@ -324,3 +324,45 @@ void api_handle(struct evhttp_request *req, void *arg) {
 not_found:
     api_reply_error(&call, 404, "not_found", "no such endpoint");
 }
+
+/*---------------------------------------------------------------------------
+ * Errors evhttp raises itself
+ *--------------------------------------------------------------------------*/
+
+/* libevent 2.1 answers some requests before any callback of ours runs: a body over
+ * evhttp_set_max_body_size (413), a malformed request line or headers (400). It does so
+ * through evhttp_send_error(), which writes an HTML page, and 2.1 offers no hook to
+ * change that (2.2 adds evhttp_set_errorcb). libevent calls evhttp_send_error through
+ * its PLT, so this definition in the executable takes its place, and those answers keep
+ * the contract's JSON error shape too. It keeps the original's behaviour otherwise: the
+ * status, and "Connection: close". */
+void evhttp_send_error(struct evhttp_request *req, int error, const char *reason) {
+    const char *code = error == 413   ? "payload_too_large"
+                       : error == 400 ? "bad_request"
+                       : error == 404 ? "not_found"
+                       : error == 405 || error == 501 ? "method_not_allowed"
+                       : error >= 500 ? "internal"
+                                      : "bad_request";
+    const char *message = error == 413 ? "request body is larger than 1 MiB"
+                          : reason     ? reason
+                          : error == 400 ? "malformed HTTP request"
+                                         : "request refused";
+    json_t *o = json_object();
+    json_object_set_new(o, "error", json_string(code));
+    json_object_set_new(o, "message", json_string(message));
+    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    struct evbuffer *buf = evbuffer_new();
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_clear_headers(h);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_add_header(h, "Connection", "close");
+    if (buf != NULL && text != NULL)
+        evbuffer_add_printf(buf, "%s\n", text);
+    free(text);
+    evhttp_send_reply(req, error, reason_phrase(error) ? reason_phrase(error) : reason, buf);
+    if (buf != NULL)
+        evbuffer_free(buf);
+    if (error == 413)
+        svc_metrics_http(SVC_ROUTE_OTHER, 413, 0);
+}
