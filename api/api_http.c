@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 
 #include "svc/svc_log.h"
+#include "svc/svc_sync.h"
 
 uint64_t api_now_us(void) {
     struct timespec ts;
@@ -198,6 +199,9 @@ static void handle_ready(struct api_call *call) {
     json_t *o = json_object();
     json_t *checks = json_object();
     json_object_set_new(checks, "redis", json_string(redis));
+    /* Reported, not gating: a Customer.io credential problem must not take the query API
+     * out of the load balancer. */
+    json_object_set_new(checks, "customerio", json_string(svc_sync_status()));
     if (ready) {
         json_object_set_new(o, "status", json_string("ready"));
     } else {
@@ -223,7 +227,7 @@ static void handle_metrics(struct api_call *call) {
     evbuffer_free(buf);
 }
 
-static void method_not_allowed(struct api_call *call, const char *allow) {
+void api_method_not_allowed(struct api_call *call, const char *allow) {
     evhttp_add_header(evhttp_request_get_output_headers(call->req), "Allow", allow);
     char msg[80];
     snprintf(msg, sizeof(msg), "this endpoint accepts %s", allow);
@@ -243,19 +247,19 @@ void api_handle(struct evhttp_request *req, void *arg) {
     if (strcmp(path, "/healthz") == 0) {
         call.route = SVC_ROUTE_HEALTH;
         if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD)
-            return method_not_allowed(&call, "GET, HEAD");
+            return api_method_not_allowed(&call, "GET, HEAD");
         return handle_health(&call);
     }
     if (strcmp(path, "/readyz") == 0) {
         call.route = SVC_ROUTE_READY;
         if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD)
-            return method_not_allowed(&call, "GET, HEAD");
+            return api_method_not_allowed(&call, "GET, HEAD");
         return handle_ready(&call);
     }
     if (strcmp(path, "/metrics") == 0) {
         call.route = SVC_ROUTE_METRICS;
         if (cmd != EVHTTP_REQ_GET)
-            return method_not_allowed(&call, "GET");
+            return api_method_not_allowed(&call, "GET");
         return handle_metrics(&call);
     }
     if (strcmp(path, "/webhooks/intercom") == 0) {
@@ -267,13 +271,13 @@ void api_handle(struct evhttp_request *req, void *arg) {
             return;
         }
         if (cmd != EVHTTP_REQ_POST)
-            return method_not_allowed(&call, "POST, HEAD");
+            return api_method_not_allowed(&call, "POST, HEAD");
         return api_webhook_intercom(&call);
     }
     if (strcmp(path, "/webhooks/customerio") == 0) {
         call.route = SVC_ROUTE_WEBHOOK_CUSTOMERIO;
         if (cmd != EVHTTP_REQ_POST)
-            return method_not_allowed(&call, "POST");
+            return api_method_not_allowed(&call, "POST");
         return api_webhook_customerio(&call);
     }
     if (strncmp(path, "/v1/", 4) == 0) {
@@ -281,11 +285,18 @@ void api_handle(struct evhttp_request *req, void *arg) {
         if (strcmp(rest, "suppression/check") == 0) {
             call.route = SVC_ROUTE_CHECK;
             if (cmd != EVHTTP_REQ_POST)
-                return method_not_allowed(&call, "POST");
+                return api_method_not_allowed(&call, "POST");
             if (!api_authorized(env, req))
                 return api_reply_error(&call, 401, "unauthorized",
                                        "missing or invalid Authorization: Bearer token");
             return api_query_check(&call);
+        }
+        if (strncmp(rest, "admin/", 6) == 0) {
+            call.route = SVC_ROUTE_ADMIN;
+            if (!api_authorized(env, req))
+                return api_reply_error(&call, 401, "unauthorized",
+                                       "missing or invalid Authorization: Bearer token");
+            return api_admin(&call, rest + 6);
         }
         if (strncmp(rest, "users/", 6) == 0) {
             const char *seg = rest + 6;
@@ -299,7 +310,7 @@ void api_handle(struct evhttp_request *req, void *arg) {
             }
             call.route = suppression ? SVC_ROUTE_SUPPRESSION : SVC_ROUTE_USER;
             if (cmd != EVHTTP_REQ_GET)
-                return method_not_allowed(&call, "GET");
+                return api_method_not_allowed(&call, "GET");
             if (!api_authorized(env, req))
                 return api_reply_error(&call, 401, "unauthorized",
                                        "missing or invalid Authorization: Bearer token");

@@ -60,6 +60,10 @@ void api_webhook_intercom(struct api_call *call);
 void api_webhook_customerio(struct api_call *call);
 void api_query_user(struct api_call *call, const char *user_id, int suppression);
 void api_query_check(struct api_call *call);
+void api_admin(struct api_call *call, const char *rest);
+
+/* Answers 405 with an Allow header. */
+void api_method_not_allowed(struct api_call *call, const char *allow);
 
 /* Validates a user id from a path or body: 1-256 bytes of UTF-8 without NUL. Returns 0
  * or -1 with a reason. */

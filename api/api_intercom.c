@@ -279,6 +279,48 @@ static int read_contact(struct ctx *c, const json_t *o, const char *path) {
     return add_contact(c, id, ext);
 }
 
+/* Copies the configured profile attributes of a full contact object (top-level fields,
+ * then custom_attributes) into doc->profile; for contact.user.created also the
+ * intercom_user_synced properties (plan, mrr, signup_date when present). */
+static void read_profile(struct ctx *c, const json_t *contact) {
+    struct api_intercom_doc *d = c->doc;
+    const json_t *custom = json_object_get(contact, "custom_attributes");
+    if (!json_is_object(custom))
+        custom = NULL;
+    for (size_t i = 0; i < c->opts->nprofile_attrs; i++) {
+        const char *name = c->opts->profile_attrs[i];
+        const json_t *v = json_object_get(contact, name);
+        if ((v == NULL || json_is_null(v)) && custom != NULL)
+            v = json_object_get(custom, name);
+        if (v == NULL || json_is_null(v) || json_is_object(v) || json_is_array(v))
+            continue;
+        if (d->profile == NULL)
+            d->profile = json_object();
+        json_object_set(d->profile, name, (json_t *)(uintptr_t)v);
+    }
+    d->chg.profile = d->profile;
+    if (!d->chg.contact_created)
+        return;
+    static const char *const props[] = {"plan", "mrr"};
+    d->synced = json_object();
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *v = json_object_get(contact, props[i]);
+        if ((v == NULL || json_is_null(v)) && custom != NULL)
+            v = json_object_get(custom, props[i]);
+        if (v != NULL && (json_is_string(v) || json_is_number(v)))
+            json_object_set(d->synced, props[i], (json_t *)(uintptr_t)v);
+    }
+    int64_t signup = 0;
+    const json_t *su = json_object_get(contact, "signed_up_at");
+    if (json_is_integer(su))
+        signup = json_integer_value(su);
+    else if (json_is_string(su))
+        api_intercom_parse_iso8601(json_string_value(su), &signup);
+    if (signup > 0)
+        json_object_set_new(d->synced, "signup_date", json_integer(signup));
+    d->chg.synced = d->synced;
+}
+
 /* A 1.x user object: {type, id, user_id}. user_id is the product's user id. */
 static int read_user_v1(struct ctx *c, const json_t *o, const char *path) {
     const char *id, *user_id;
@@ -622,14 +664,22 @@ static int parse_contact_tag(struct ctx *c, const json_t *item, int v1) {
         return fail(c, "data.item.tag.name is missing");
     if (add_tag(c, name, at) < 0)
         return -1;
-    return v1 ? read_user_v1(c, who, "data.item.user") : read_contact(c, who, "data.item.contact");
+    if (v1)
+        return read_user_v1(c, who, "data.item.user");
+    if (read_contact(c, who, "data.item.contact") < 0)
+        return -1;
+    read_profile(c, who);
+    return 0;
 }
 
 static int parse_contact(struct ctx *c, const json_t *item) {
     struct state_change *chg = &c->doc->chg;
     chg->kind = STATE_CHANGE_CONTACT;
     chg->contact_created = strcmp(chg->topic, "contact.user.created") == 0;
-    return read_contact(c, item, "data.item");
+    if (read_contact(c, item, "data.item") < 0)
+        return -1;
+    read_profile(c, item);
+    return 0;
 }
 
 /* contact.merged: the item is the contact that survives. Real deliveries do not name the
@@ -762,5 +812,7 @@ int api_intercom_parse(struct api_intercom_doc *doc, const char *body, size_t le
 
 void api_intercom_free(struct api_intercom_doc *doc) {
     json_decref(doc->root);
-    doc->root = NULL;
+    json_decref(doc->profile);
+    json_decref(doc->synced);
+    doc->root = doc->profile = doc->synced = NULL;
 }

@@ -21,6 +21,8 @@
 struct api_intercom_opts {
     const char *const *churn_tags;  /* lower-case tag names marking churn risk */
     size_t nchurn_tags;
+    const char *const *profile_attrs; /* contact attributes copied to Customer.io */
+    size_t nprofile_attrs;
 };
 
 /* A parsed notification. `chg` borrows strings from `root` and `arena`. */
@@ -28,6 +30,8 @@ struct api_intercom_doc {
     json_t *root;
     struct state_change chg;
     int known_topic;                /* 0: acknowledged and counted as "ignored" */
+    json_t *profile;                /* owned; chg.profile borrows it */
+    json_t *synced;                 /* owned; chg.synced borrows it */
     size_t arena_used;
     char arena[2048];               /* ids that arrived as JSON integers */
 };

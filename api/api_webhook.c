@@ -85,7 +85,9 @@ void api_webhook_intercom(struct api_call *call) {
     if (job == NULL)
         return api_reply_error(call, 503, "unavailable", "out of memory");
     struct api_intercom_opts opts = {(const char *const *)(const void *)cfg->churn_tags,
-                                     cfg->nchurn_tags};
+                                     cfg->nchurn_tags,
+                                     (const char *const *)(const void *)cfg->profile_attrs,
+                                     cfg->nprofile_attrs};
     if (api_intercom_parse(&job->doc, body, len, &opts, err, sizeof(err)) < 0) {
         svc_metrics_webhook("intercom", NULL, SVC_WH_INVALID);
         svc_log_warn("webhook_invalid", "source", json_string("intercom"),

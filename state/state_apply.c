@@ -200,6 +200,13 @@ static json_t *change_json(const struct apply_job *job) {
         if (at > 0)
             json_object_set_new(c, "untag", json_integer(at));
     }
+    if (chg->profile != NULL &&
+        (chg->kind == STATE_CHANGE_CONTACT || chg->kind == STATE_CHANGE_CONTACT_TAG))
+        json_object_set(c, "attrs", (json_t *)(uintptr_t)chg->profile);
+    if (chg->synced != NULL && chg->kind == STATE_CHANGE_CONTACT) {
+        json_object_set(c, "synced", (json_t *)(uintptr_t)chg->synced);
+        nevents++;
+    }
     /* Event ids are minted here, once per recorded notification, so every retry of the
      * Customer.io send carries the same id. */
     json_t *ids = json_array();

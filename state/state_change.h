@@ -79,6 +79,11 @@ struct state_change {
     /* STATE_CHANGE_CONTACT: role "lead"/"user" when known, and the creation topic. */
     const char *role;
     int contact_created;
+
+    /* Intercom profile attributes to copy to Customer.io (SUPPRESS_PROFILE_ATTRIBUTES),
+     * and the properties of intercom_user_synced; JSON objects or NULL. */
+    const void *profile;          /* json_t *, borrowed */
+    const void *synced;           /* json_t *, borrowed */
 };
 
 #endif

@@ -42,3 +42,7 @@ size_t state_key_queue_n(char *buf, unsigned partition) {
 size_t state_key_queue(char *buf, const char *user) {
     return state_key_queue_n(buf, state_partition(user, strlen(user)));
 }
+
+size_t state_key_window_n(char *buf, unsigned partition) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:w", partition);
+}

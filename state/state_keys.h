@@ -10,6 +10,9 @@
  *   sd:{pN}:u:<user>     hash   the user's tickets and facts (apply.lua documents fields)
  *   sd:{pN}:e:<user>     list   Customer.io events waiting to be sent
  *   sd:{pN}:q            zset   users whose Customer.io attributes need a write
+ *   sd:{pN}:w            zset   users whose rule windows end at a known time (re-sync then)
+ *   sd:{rl}:<dest>       zset   requests sent in the last second (shared rate limit)
+ *   sd:{dlq}:<dest>      stream dead letters
  *   sd:{pT}:k:<ticket>   hash   owners of a ticket
  *   sd:{pC}:c:<contact>  string the user a contact id belongs to ("?" = none yet)
  */
@@ -30,6 +33,7 @@ size_t state_key_user(char *buf, const char *user);
 size_t state_key_events(char *buf, const char *user);
 size_t state_key_queue(char *buf, const char *user);
 size_t state_key_queue_n(char *buf, unsigned partition);
+size_t state_key_window_n(char *buf, unsigned partition);
 size_t state_key_ticket(char *buf, const char *ticket);
 size_t state_key_contact(char *buf, const char *contact);
 

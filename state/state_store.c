@@ -30,6 +30,9 @@ extern const char state_lua_apply[];
 extern const char state_lua_link[];
 extern const char state_lua_index[];
 extern const char state_lua_take[];
+extern const char state_lua_lease[];
+extern const char state_lua_ack[];
+extern const char state_lua_ratelimit[];
 
 static struct {
     const char *text;
@@ -85,6 +88,9 @@ static void init_scripts(void) {
     scripts[STATE_SCRIPT_LINK].text = state_lua_link;
     scripts[STATE_SCRIPT_INDEX].text = state_lua_index;
     scripts[STATE_SCRIPT_TAKE].text = state_lua_take;
+    scripts[STATE_SCRIPT_LEASE].text = state_lua_lease;
+    scripts[STATE_SCRIPT_ACK].text = state_lua_ack;
+    scripts[STATE_SCRIPT_RATELIMIT].text = state_lua_ratelimit;
     for (int i = 0; i < STATE_SCRIPT_COUNT; i++) {
         unsigned char md[SHA_DIGEST_LENGTH];
         SHA1((const unsigned char *)scripts[i].text, strlen(scripts[i].text), md);

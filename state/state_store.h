@@ -36,6 +36,9 @@ enum state_script {
     STATE_SCRIPT_LINK,        /* link.lua: contact id -> user id map */
     STATE_SCRIPT_INDEX,       /* index.lua: ticket -> owners index */
     STATE_SCRIPT_TAKE,        /* take.lua: read and remove a user's state (identity moves) */
+    STATE_SCRIPT_LEASE,       /* lease.lua: take due users from a sync queue */
+    STATE_SCRIPT_ACK,         /* ack.lua: report one user's delivery */
+    STATE_SCRIPT_RATELIMIT,   /* ratelimit.lua: shared requests-per-second budget */
     STATE_SCRIPT_COUNT
 };
 

@@ -226,6 +226,24 @@ static int load_rules(struct svc_config *cfg, const char *path, char *err, size_
     return 0;
 }
 
+static int load_taxonomy(struct svc_config *cfg, const char *path, char *err, size_t errlen) {
+    json_error_t jerr;
+    char why[256];
+    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (doc == NULL) {
+        snprintf(err, errlen, "invalid SUPPRESS_EVENTS_FILE \"%s\": %s (line %d)", path, jerr.text,
+                 jerr.line);
+        return -1;
+    }
+    int rc = cio_taxonomy_parse(&cfg->taxonomy, doc, why, sizeof(why));
+    json_decref(doc);
+    if (rc < 0) {
+        snprintf(err, errlen, "invalid SUPPRESS_EVENTS_FILE \"%s\": %s", path, why);
+        return -1;
+    }
+    return 0;
+}
+
 static const char *region_url(const char *region, const char *const *names,
                               const char *const *urls, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -242,6 +260,7 @@ int svc_config_load(struct svc_config *cfg, char *err, size_t errlen) {
     memset(cfg, 0, sizeof(*cfg));
     cfg->max_body = 1 << 20;
     state_rules_default(&cfg->rules);
+    cio_taxonomy_default(&cfg->taxonomy);
 
     if (svc_config_parse_listen(cfg, (v = env("SUPPRESS_LISTEN")) ? v : "0.0.0.0:8080", err,
                                 errlen) < 0)
@@ -314,6 +333,37 @@ int svc_config_load(struct svc_config *cfg, char *err, size_t errlen) {
     if (int_var("CIO_RATE_LIMIT", 100, 1, 100000, &n, err, errlen) < 0)
         return -1;
     cfg->cio_rate_limit = (int)n;
+    if ((v = env("CIO_API")) != NULL) {
+        if (strcmp(v, "v1") != 0 && strcmp(v, "v2") != 0) {
+            snprintf(err, errlen, "invalid CIO_API \"%s\": expected v2 (batch) or v1", v);
+            return -1;
+        }
+        cfg->cio_api_v1 = strcmp(v, "v1") == 0;
+    }
+    if (int_var("CIO_TIMEOUT_MS", 10000, 100, 120000, &n, err, errlen) < 0)
+        return -1;
+    cfg->cio_timeout_ms = (int)n;
+    if (int_var("SUPPRESS_SYNC_LEASE_MS", 30000, 200, 3600000, &n, err, errlen) < 0)
+        return -1;
+    cfg->sync_lease_ms = (int)n;
+    if (int_var("SUPPRESS_SYNC_GIVE_UP", 25 * 3600, 1, 30 * 86400, &n, err, errlen) < 0)
+        return -1;
+    cfg->sync_give_up_s = n;
+    if (int_var("SUPPRESS_SYNC_BATCH", 100, 1, 1000, &n, err, errlen) < 0)
+        return -1;
+    cfg->sync_batch = (int)n;
+    if (int_var("SUPPRESS_SYNC_PROBE_MS", 15000, 50, 3600000, &n, err, errlen) < 0)
+        return -1;
+    cfg->sync_probe_ms = (int)n;
+    if ((v = env("SUPPRESS_EVENTS_FILE")) != NULL) {
+        cfg->events_file = dup_or_die(v);
+        if (load_taxonomy(cfg, v, err, errlen) < 0)
+            return -1;
+    }
+    if ((v = env("SUPPRESS_PROFILE_ATTRIBUTES")) != NULL &&
+        split_list("SUPPRESS_PROFILE_ATTRIBUTES", v, cfg->profile_attrs,
+                   SVC_CONFIG_MAX_PROFILE_ATTRS, &cfg->nprofile_attrs, 0, err, errlen) < 0)
+        return -1;
 
     if ((v = env("SUPPRESS_API_TOKENS")) != NULL) {
         if (split_list("SUPPRESS_API_TOKENS", v, cfg->api_tokens, SVC_CONFIG_MAX_TOKENS,
@@ -357,6 +407,9 @@ void svc_config_free(struct svc_config *cfg) {
     for (size_t i = 0; i < cfg->nchurn_tags; i++)
         free(cfg->churn_tags[i]);
     free(cfg->rules_file);
+    free(cfg->events_file);
+    for (size_t i = 0; i < cfg->nprofile_attrs; i++)
+        free(cfg->profile_attrs[i]);
     memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -10,9 +10,11 @@
 #include <stdint.h>
 
 #include "state/state_rules.h"
+#include "svc/svc_cio.h"
 
 #define SVC_CONFIG_MAX_TOKENS 64
 #define SVC_CONFIG_MAX_TAGS 64
+#define SVC_CONFIG_MAX_PROFILE_ATTRS 64
 
 struct svc_config {
     /* HTTP server */
@@ -42,6 +44,21 @@ struct svc_config {
     char *cio_track_url;
     char *cio_webhook_key;
     int cio_rate_limit;
+    int cio_api_v1;              /* CIO_API=v1: one PUT/POST per item, not /api/v2/batch */
+    int cio_timeout_ms;          /* CIO_TIMEOUT_MS: per request */
+
+    /* Delivery worker */
+    int sync_lease_ms;           /* SUPPRESS_SYNC_LEASE_MS: a leased user is retaken after */
+    int64_t sync_give_up_s;      /* SUPPRESS_SYNC_GIVE_UP: seconds of failures before a
+                                    dead letter (default 25 h) */
+    int sync_batch;              /* SUPPRESS_SYNC_BATCH: users per batch request */
+    int sync_probe_ms;           /* SUPPRESS_SYNC_PROBE_MS: credential probe interval after
+                                    a 401/403 */
+    struct cio_taxonomy taxonomy;
+    char *events_file;           /* SUPPRESS_EVENTS_FILE, NULL: seed taxonomy */
+    size_t nprofile_attrs;       /* SUPPRESS_PROFILE_ATTRIBUTES: Intercom contact
+                                    attributes copied to Customer.io */
+    char *profile_attrs[SVC_CONFIG_MAX_PROFILE_ATTRS];
 
     /* Query API */
     size_t ntokens;

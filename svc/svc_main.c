@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "svc/svc_config.h"
+#include "svc/svc_curl.h"
 #include "svc/svc_log.h"
 #include "svc/svc_server.h"
 
@@ -109,6 +110,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    svc_curl_global_init();
     log_startup(&cfg);
 
     struct svc_server *srv = svc_server_new(&cfg, err, sizeof(err));
@@ -120,5 +122,6 @@ int main(int argc, char **argv) {
     int rc = svc_server_run(srv, DRAIN_MS);
     svc_server_free(srv);
     svc_config_free(&cfg);
+    curl_global_cleanup();
     return rc;
 }

@@ -41,13 +41,46 @@ static struct {
 } topics[MAX_TOPICS];
 static int ntopics;
 
-#define MAX_GAUGES 32
-static pthread_mutex_t gauge_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Gauges and counters set by subsystems, rendered grouped by family. */
+#define MAX_SERIES 64
+static pthread_mutex_t series_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-    const char *name, *help;
+    const char *family, *help;
+    int counter;
+    char labels[128];
     double value;
-} gauges[MAX_GAUGES];
-static int ngauges;
+} series[MAX_SERIES];
+static int nseries;
+
+static void series_update(const char *family, const char *help, const char *labels,
+                          int counter, double v) {
+    pthread_mutex_lock(&series_lock);
+    int i;
+    for (i = 0; i < nseries; i++) {
+        if (strcmp(series[i].family, family) == 0 && strcmp(series[i].labels, labels) == 0)
+            break;
+    }
+    if (i == nseries && nseries < MAX_SERIES) {
+        series[i].family = family;
+        series[i].help = help;
+        series[i].counter = counter;
+        snprintf(series[i].labels, sizeof(series[i].labels), "%s", labels);
+        nseries++;
+    }
+    if (i < MAX_SERIES)
+        series[i].value = counter ? series[i].value + v : v;
+    pthread_mutex_unlock(&series_lock);
+}
+
+void svc_metrics_gauge_set(const char *family, const char *help, const char *labels,
+                           double value) {
+    series_update(family, help, labels, 0, value);
+}
+
+void svc_metrics_counter_add(const char *family, const char *help, const char *labels,
+                             uint64_t n) {
+    series_update(family, help, labels, 1, (double)n);
+}
 
 void svc_metrics_http(enum svc_route route, int status, uint64_t micros) {
     size_t ci = NCODES;
@@ -100,23 +133,6 @@ void svc_metrics_webhook(const char *source, const char *topic, enum svc_webhook
 
 void svc_metrics_checked_users(uint64_t n) {
     atomic_fetch_add(&checked_users, n);
-}
-
-void svc_metrics_gauge_set(const char *name, const char *help, double value) {
-    pthread_mutex_lock(&gauge_lock);
-    int i;
-    for (i = 0; i < ngauges; i++) {
-        if (strcmp(gauges[i].name, name) == 0)
-            break;
-    }
-    if (i == ngauges && ngauges < MAX_GAUGES) {
-        gauges[i].name = name;
-        gauges[i].help = help;
-        ngauges++;
-    }
-    if (i < MAX_GAUGES)
-        gauges[i].value = value;
-    pthread_mutex_unlock(&gauge_lock);
 }
 
 /* Escapes a label value (\, " and newline) into buf. */
@@ -215,10 +231,25 @@ void svc_metrics_render(struct evbuffer *out) {
                         atomic_load(&checked_users), state_store_errors_total(),
                         state_store_reconnects_total(), state_apply_moves_total());
 
-    pthread_mutex_lock(&gauge_lock);
-    for (int i = 0; i < ngauges; i++) {
-        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", gauges[i].name,
-                            gauges[i].help, gauges[i].name, gauges[i].name, gauges[i].value);
+    pthread_mutex_lock(&series_lock);
+    for (int i = 0; i < nseries; i++) {
+        int first = 1;
+        for (int j = 0; j < i; j++)
+            first &= strcmp(series[j].family, series[i].family) != 0;
+        if (!first)
+            continue;
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", series[i].family,
+                            series[i].help, series[i].family,
+                            series[i].counter ? "counter" : "gauge");
+        for (int j = i; j < nseries; j++) {
+            if (strcmp(series[j].family, series[i].family) != 0)
+                continue;
+            if (series[j].labels[0])
+                evbuffer_add_printf(out, "%s{%s} %.17g\n", series[j].family, series[j].labels,
+                                    series[j].value);
+            else
+                evbuffer_add_printf(out, "%s %.17g\n", series[j].family, series[j].value);
+        }
     }
-    pthread_mutex_unlock(&gauge_lock);
+    pthread_mutex_unlock(&series_lock);
 }

@@ -43,8 +43,15 @@ void svc_metrics_webhook(const char *source, const char *topic, enum svc_webhook
 /* Adds n user ids answered by the batch check. */
 void svc_metrics_checked_users(uint64_t n);
 
-/* A gauge a subsystem sets (queue depth, ...); name must be a static string. */
-void svc_metrics_gauge_set(const char *name, const char *help, double value);
+/* A gauge a subsystem sets (queue depth, ...). `family` and `help` must be static
+ * strings; `labels` is the label set without braces ("destination=\"customerio\"") or
+ * "" and is copied. At most 64 series. */
+void svc_metrics_gauge_set(const char *family, const char *help, const char *labels,
+                           double value);
+
+/* Adds n to a counter series, same naming rules as gauges. */
+void svc_metrics_counter_add(const char *family, const char *help, const char *labels,
+                             uint64_t n);
 
 /* Appends the Prometheus text exposition of every metric to out. */
 void svc_metrics_render(struct evbuffer *out);

@@ -25,7 +25,9 @@
 
 #include "api/api_http.h"
 #include "state/state_store.h"
+#include "svc/svc_curl.h"
 #include "svc/svc_log.h"
+#include "svc/svc_sync.h"
 
 #define FLUSH_MS 100
 
@@ -36,6 +38,8 @@ struct svc_worker {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct api_env env;
+    struct svc_curl *curl;       /* outbound HTTP on this loop */
+    struct svc_sync *sync;       /* Customer.io delivery on this loop */
     struct event *stop_ev;       /* activated from the main thread on SIGTERM */
     struct event *drain_ev;      /* polls env.inflight while draining */
     long long drain_deadline_ms;
@@ -91,9 +95,15 @@ static evutil_socket_t listen_socket(const struct svc_config *cfg, char *err, si
 }
 
 static void teardown(struct svc_worker *w) {
-    /* Requests still parked on Redis get 503 from their callbacks here. */
+    /* Transfers still running finish as "aborted" (their users stay queued: the lease runs
+     * out and another replica takes them). Then Redis: requests still parked on it get
+     * 503 from their callbacks, and delivery rounds waiting on it are dropped. */
+    svc_curl_free(w->curl);
+    w->curl = NULL;
     state_store_free(w->env.store);
     w->env.store = NULL;
+    svc_sync_free(w->sync);
+    w->sync = NULL;
     w->flush_at_ms = mono_ms() + FLUSH_MS;
 }
 
@@ -103,7 +113,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     long long now = mono_ms();
     if (w->env.store != NULL) {
-        if (w->env.inflight > 0 && now < w->drain_deadline_ms)
+        if ((w->env.inflight > 0 || !svc_sync_idle(w->sync)) && now < w->drain_deadline_ms)
             return;
         if (w->env.inflight > 0)
             svc_log_warn("drain_timeout", "loop", json_integer(w->index),
@@ -125,6 +135,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
         evhttp_del_accept_socket(w->http, w->bound);
         w->bound = NULL;
     }
+    svc_sync_stop(w->sync);
     w->drain_deadline_ms = mono_ms() + w->srv->drain_ms;
     struct timeval tick = {0, 20 * 1000};
     event_add(w->drain_ev, &tick);
@@ -186,6 +197,12 @@ static int worker_init(struct svc_server *srv, struct svc_worker *w, int index, 
     if (w->env.store == NULL)
         goto oom;
     evhttp_set_gencb(w->http, api_handle, &w->env);
+    w->curl = svc_curl_new(w->base);
+    if (w->curl == NULL)
+        goto oom;
+    w->sync = svc_sync_new(w->base, w->env.store, w->curl, cfg, index);
+    if (w->sync == NULL)
+        goto oom;
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain_tick, w);
     if (w->stop_ev == NULL || w->drain_ev == NULL)
@@ -291,7 +308,9 @@ void svc_server_free(struct svc_server *srv) {
         struct svc_worker *w = &srv->workers[i];
         if (w->started)
             pthread_join(w->thread, NULL);
+        svc_curl_free(w->curl);
         state_store_free(w->env.store);
+        svc_sync_free(w->sync);
         if (w->http)
             evhttp_free(w->http);
         if (w->stop_ev)

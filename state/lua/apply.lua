@@ -18,6 +18,8 @@
 --   cs last CSAT score        ct its time        ck its ticket
 --   ua latest event time      sv sync version (bumped when derived state changes)
 --   d:<dedupe> time the notification was applied (kept 7 days)
+--   a:<name>   an Intercom profile attribute for Customer.io, JSON-encoded
+--   sa, sf     delivery attempts and first failure time (ack.lua)
 --
 -- Returns {status, changed, open_count}; status is "ok", "dup" or "stale".
 
@@ -152,6 +154,18 @@ end
 
 if c.synced then event('intercom_user_synced', at, c.synced) end
 
+-- Intercom profile attributes copied to Customer.io (stored JSON-encoded, types kept).
+local attrs_changed = false
+if c.attrs then
+    for k, v in pairs(c.attrs) do
+        local enc = cjson.encode(v)
+        if h['a:' .. k] ~= enc then
+            h['a:' .. k] = enc
+            attrs_changed = true
+        end
+    end
+end
+
 if num(at) > num(h.ua) and (t or c.tags or c.csat or c.untag) then h.ua = at end
 
 -- Derived fields, pruning of old tombstones and dedupe records.
@@ -176,7 +190,7 @@ if dd ~= '' then h['d:' .. dd] = now end
 
 local after = table.concat({num(h.n), num(h.pa), num(h.ca), num(h.cu), num(h.cs), num(h.ct),
                             h.ck or ''}, ',')
-local changed = (after ~= before) or #events > 0
+local changed = (after ~= before) or #events > 0 or attrs_changed
 if changed and sync then h.sv = num(h.sv) + 1 end
 
 -- Write back: the hash is small, so replacing it whole is simpler than tracking edits.
