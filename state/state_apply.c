@@ -157,7 +157,10 @@ static json_t *change_json(const struct apply_job *job) {
         json_t *t = json_object();
         json_object_set_new(t, "id", json_string(chg->ticket_id));
         json_object_set_new(t, "k", json_string(chg->ticket_kind == STATE_KIND_TICKET ? "t" : "c"));
-        json_object_set_new(t, "s", json_string(state_code(chg->ticket_state)));
+        /* A detached contact keeps a tombstone: an older attach delivered late can't
+         * bring the ticket back. */
+        json_object_set_new(t, "s", json_string(chg->detached ? "x"
+                                                              : state_code(chg->ticket_state)));
         json_object_set_new(t, "p", json_integer(chg->priority));
         json_object_set_new(t, "o", json_integer(chg->opened_at));
         json_object_set_new(t, "u", json_integer(chg->updated_at));
@@ -189,7 +192,10 @@ static json_t *change_json(const struct apply_job *job) {
             json_array_append_new(tags, o);
             nevents++;
         }
-        json_object_set_new(c, "tags", tags);
+        if (json_array_size(tags) > 0)
+            json_object_set_new(c, "tags", tags);
+        else
+            json_decref(tags);
     }
     if (chg->untag) {
         int64_t at = 0;
@@ -457,7 +463,7 @@ static void apply_ticket(struct apply_job *job) {
     i64(now, sizeof(now), job->o.now);
     i64(ttl, sizeof(ttl), job->o.index_ttl);
     state_key_ticket(key, chg->ticket_id);
-    const char *argv[5 + MAX_USERS + MAX_OWNERS] = {key, "add", now, ttl,
+    const char *argv[6 + MAX_USERS + MAX_OWNERS] = {key, "add", now, ttl,
                                                     chg->ticket_state == STATE_TICKET_CLOSED
                                                         ? "1" : "0"};
     if (chg->detached) {
@@ -469,15 +475,24 @@ static void apply_ticket(struct apply_job *job) {
                   NULL);
         for (size_t i = 0; i < chg->ncontacts; i++) {
             if (job->users[i].uid != NULL)
-                send_apply(job, job->users[i].uid, job->users[i].sync,
-                           simple_change(job, "drop", json_string(chg->ticket_id)), 1, OP_APPLY,
-                           (int)i, NULL);
+                send_apply(job, job->users[i].uid, job->users[i].sync, change_json(job), 1,
+                           OP_APPLY, (int)i, NULL);
         }
         return;
     }
+    /* The ticket's newest known version travels with the index, so owners named by
+     * different deliveries converge (e.g. a close listing one contact, then a late attach
+     * of another). */
+    char version[160] = "";
+    if (chg->ticket_state != STATE_TICKET_UNKNOWN)
+        snprintf(version, sizeof(version), "%s|%lld|%lld|%c|%lld|%d",
+                 state_code(chg->ticket_state), (long long)chg->updated_at,
+                 (long long)chg->event_at, chg->ticket_kind == STATE_KIND_TICKET ? 't' : 'c',
+                 (long long)chg->opened_at, chg->priority);
+    argv[5] = version;
     for (size_t i = 0; i < nown; i++)
-        argv[5 + i] = owners[i];
-    send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_ADD, -1, NULL, 1, 5 + (int)nown, argv, NULL);
+        argv[6 + i] = owners[i];
+    send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_ADD, -1, NULL, 1, 6 + (int)nown, argv, NULL);
     for (size_t i = 0; i < chg->ncontacts; i++) {
         if (job->users[i].uid != NULL)
             send_apply(job, job->users[i].uid, job->users[i].sync, change_json(job), 1,
@@ -555,6 +570,38 @@ static void add_owner(struct apply_job *job, const char *uid) {
         job->owners[job->nowners++] = xstrdup(uid);
 }
 
+/* The index knows a newer version of this ticket than this delivery: apply it to this
+ * delivery's users too (their apply.lua guard keeps whichever is newest). */
+static void apply_newer_version(struct apply_job *job, const char *v) {
+    char st[4], kind[4];
+    long long u, nc, o;
+    int p;
+    if (sscanf(v, "%1[a-z]|%lld|%lld|%1[a-z]|%lld|%d", st, &u, &nc, kind, &o, &p) != 6)
+        return;
+    for (size_t i = 0; i < job->chg->ncontacts; i++) {
+        if (job->users[i].uid == NULL)
+            continue;
+        json_t *t = json_object();
+        json_object_set_new(t, "id", json_string(job->chg->ticket_id));
+        json_object_set_new(t, "k", json_string(kind));
+        json_object_set_new(t, "s", json_string(st));
+        json_object_set_new(t, "p", json_integer(p));
+        json_object_set_new(t, "o", json_integer(o));
+        json_object_set_new(t, "u", json_integer(u));
+        json_t *c = json_object();
+        json_object_set_new(c, "at", json_integer(nc));
+        json_object_set_new(c, "t", t);
+        json_t *ids = json_array();
+        for (int k = 0; k < 2; k++) {
+            char id[STATE_ULID_LEN + 1];
+            state_ulid_new(id, state_now_ms());
+            json_array_append_new(ids, json_string(id));
+        }
+        json_object_set_new(c, "ids", ids);
+        send_apply(job, job->users[i].uid, job->users[i].sync, c, 0, OP_APPLY, -1, NULL);
+    }
+}
+
 static void on_op(struct state_store *st, redisReply *r, void *arg) {
     struct op *op = arg;
     struct apply_job *job = op->job;
@@ -604,10 +651,17 @@ static void on_op(struct state_store *st, redisReply *r, void *arg) {
         if (r->type == REDIS_REPLY_ARRAY) {
             for (size_t i = 1; i < r->elements; i++)
                 add_owner(job, r->element[i]->str);
+            /* A delete seen before, for a ticket nobody owns: nothing else would record
+             * that this redelivery is a duplicate. */
+            if (r->elements == 1 && strcmp(r->element[0]->str, "already") == 0)
+                job->duplicates++;
         }
         break;
     case OP_INDEX_ADD:
-        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            strcmp(r->element[0]->str, "newer") == 0) {
+            apply_newer_version(job, r->element[1]->str);
+        } else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
             strcmp(r->element[0]->str, "deleted") == 0 && !job->index_deleted) {
             /* Deleted before this (late) delivery arrived: delete it for these owners. */
             job->index_deleted = 1;

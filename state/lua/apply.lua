@@ -11,8 +11,9 @@
 -- ARGV[6] seconds to keep a user with no open ticket (longest rule window + margin)
 --
 -- User hash fields:
---   t:<ticket>  "kind|state|prio|opened_at|updated_at|notified_at"
---               kind c(onversation)/t(icket); state o(pen)/s(noozed)/c(losed)/d(eleted)
+--   t:<ticket>  "kind|state|prio|opened_at|updated_at|notified_at|recorded_at"
+--               kind c(onversation)/t(icket); state o(pen)/s(noozed)/c(losed)/d(eleted)/
+--               x (this user was detached from it); recorded_at is our clock, for pruning
 --   n  open ticket count      pa last opened_at among priority tickets
 --   ca churn tag time         cu churn tag removal time
 --   cs last CSAT score        ct its time        ck its ticket
@@ -48,12 +49,15 @@ local before = table.concat({num(h.n), num(h.pa), num(h.ca), num(h.cu), num(h.cs
                              h.ck or ''}, ',')
 
 local function parse_ticket(v)
-    local k, s, p, o, u, nc = string.match(v, '^(%a)|(%a)|(%d)|(%-?%d+)|(%-?%d+)|(%-?%d+)$')
+    local k, s, p, o, u, nc, r =
+        string.match(v, '^(%a)|(%a)|(%d)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%-?%d+)$')
     if not k then return nil end
-    return {k = k, s = s, p = tonumber(p), o = tonumber(o), u = tonumber(u), nc = tonumber(nc)}
+    return {k = k, s = s, p = tonumber(p), o = tonumber(o), u = tonumber(u), nc = tonumber(nc),
+            r = tonumber(r)}
 end
 local function fmt_ticket(t)
-    return t.k .. '|' .. t.s .. '|' .. t.p .. '|' .. t.o .. '|' .. t.u .. '|' .. t.nc
+    return t.k .. '|' .. t.s .. '|' .. t.p .. '|' .. t.o .. '|' .. t.u .. '|' .. t.nc .. '|' ..
+           (t.r or now)
 end
 local function is_open(s) return s == 'o' or s == 's' end
 -- (u, nc) orders two versions of a ticket: Intercom's updated_at, then the notification's
@@ -101,7 +105,7 @@ if t then
             if p < 0 then p = cur and cur.p or 0 end
             local o = t.o
             if o <= 0 then o = cur and cur.o or t.u end
-            h[f] = fmt_ticket({k = t.k, s = s, p = p, o = o, u = t.u, nc = at})
+            h[f] = fmt_ticket({k = t.k, s = s, p = p, o = o, u = t.u, nc = at, r = now})
             local kind = t.k == 't' and 'ticket' or 'conversation'
             -- Events mark transitions we witnessed: a ticket first seen closed (an
             -- admin's outbound message, or a close that overtook its open) has none.
@@ -124,14 +128,13 @@ if c.del then
     local cur = h[f] and parse_ticket(h[f])
     if cur then
         cur.s = 'd'
+        cur.r = now
         h[f] = fmt_ticket(cur)
     else
         -- Deleted before we saw it: a tombstone so a late delivery cannot resurrect it.
-        h[f] = fmt_ticket({k = 'c', s = 'd', p = 0, o = at, u = at, nc = at})
+        h[f] = fmt_ticket({k = 'c', s = 'd', p = 0, o = at, u = at, nc = at, r = now})
     end
 end
-
-if c.drop then h['t:' .. c.drop] = nil end
 
 if c.tags then
     for _, tg in ipairs(c.tags) do
@@ -177,8 +180,12 @@ for f, v in pairs(h) do
         local tk = parse_ticket(v)
         if tk then
             if is_open(tk.s) then n = n + 1 end
-            if tk.p == 1 and tk.s ~= 'd' and tk.o > pa then pa = tk.o end
-            if not is_open(tk.s) and now - tk.u > CLOSED_TTL then dels[#dels + 1] = f end
+            if tk.p == 1 and tk.s ~= 'd' and tk.s ~= 'x' and tk.o > pa then pa = tk.o end
+            -- Closed, deleted and detached entries are version tombstones: kept 30 days
+            -- after we recorded them, so late deliveries still find what is newer.
+            if not is_open(tk.s) and now - tk.r > CLOSED_TTL then dels[#dels + 1] = f end
+        else
+            dels[#dels + 1] = f
         end
     elseif p2 == 'd:' and now - num(v) > DEDUPE_TTL then
         dels[#dels + 1] = f

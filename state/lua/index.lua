@@ -1,24 +1,43 @@
 -- index.lua: ticket -> owners index, used to find a ticket's users when a delivery names
 -- only the ticket (conversation.deleted) or drops a contact (*.contact.detached).
 --
--- KEYS[1] sd:{pT}:k:<ticket id>   hash: "u:<user>" -> "1", "del" -> deletion time
+-- KEYS[1] sd:{pT}:k:<ticket id>   hash: "u:<user>" -> "1", "del" -> deletion time,
+--                                  "v" -> newest known version "state|u|nc|kind|opened|prio"
 -- ARGV[1] mode, ARGV[2] now, ARGV[3] TTL seconds once the ticket is closed or deleted
---   "add" ARGV[4]="1" if closed, ARGV[5..]=owners. Returns {"deleted"} when the ticket was
---         deleted earlier (the caller then deletes it for these owners too), else {"ok"}.
---   "delete": marks the ticket deleted. Returns {"owners", user...}.
+--   "add" ARGV[4]="1" if closed, ARGV[5]=this delivery's version ("" when it states no
+--         open/closed), ARGV[6..]=owners. Returns {"deleted"} when the ticket was deleted
+--         earlier (the caller deletes it for these owners too), {"newer", version} when a
+--         newer version is known (a delivery that overtook this one named other contacts:
+--         the caller applies that version to these owners too), else {"ok"}.
+--   "delete": marks the ticket deleted. Returns {"owners", user...}, or {"already", ...}
+--         when it was already marked (a redelivered delete).
 --   "owners": returns {"owners", user...} (a delivery that names no contact).
 --   "detach" ARGV[4..]=owners to forget.
 --   "move" ARGV[4]=from, ARGV[5]=to: the ticket now belongs to `to` instead of `from`.
 local key, mode, now, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 
+local function version(v)
+    local s, u, nc = string.match(v or '', '^(%a)|(%-?%d+)|(%-?%d+)|')
+    if not s then return nil end
+    return {u = tonumber(u), nc = tonumber(nc)}
+end
+
 if mode == 'add' then
-    for i = 5, #ARGV do redis.call('HSET', key, 'u:' .. ARGV[i], '1') end
+    for i = 6, #ARGV do redis.call('HSET', key, 'u:' .. ARGV[i], '1') end
     if redis.call('HEXISTS', key, 'del') == 1 then
         redis.call('EXPIRE', key, ttl)
         return {'deleted'}
     end
-    if ARGV[4] == '1' then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
-    return {'ok'}
+    local cur_v = redis.call('HGET', key, 'v')
+    local cur, inc = version(cur_v), version(ARGV[5])
+    local result = {'ok'}
+    if inc and (not cur or inc.u > cur.u or (inc.u == cur.u and inc.nc >= cur.nc)) then
+        redis.call('HSET', key, 'v', ARGV[5])
+        if ARGV[4] == '1' then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
+    elseif cur then
+        result = {'newer', cur_v}
+    end
+    return result
 end
 
 local function owners()
@@ -31,9 +50,9 @@ end
 
 if mode == 'delete' then
     local out = owners()
-    redis.call('HSET', key, 'del', now)
+    local already = redis.call('HSETNX', key, 'del', now) == 0
     redis.call('EXPIRE', key, ttl)
-    table.insert(out, 1, 'owners')
+    table.insert(out, 1, already and 'already' or 'owners')
     return out
 end
 

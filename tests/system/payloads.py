@@ -161,13 +161,19 @@ def contact_created(contact_id="cid-1", external_id="u-1", event_at=1768000000, 
 
 
 def contact_attached(kind="conversation", conv_id="200000000000099", contact_id="cid-2",
-                     external_id="u-2", detached=False, event_at=1768000300, notif_id=None):
-    """conversation.contact.* / ticket.contact.*: item {conversation|ticket, contact}."""
+                     external_id="u-2", detached=False, event_at=1768000300, notif_id=None,
+                     model_created_at=None, model_updated_at=None):
+    """conversation.contact.* / ticket.contact.*: item {conversation|ticket, contact}.
+    model_created_at / model_updated_at (epoch seconds, optional) set the conversation
+    model's ISO times; left alone they keep the fixture's."""
     suffix = "detached" if detached else "attached"
     doc = fixture(f"{kind}_contact_{suffix}")
     item = doc["data"]["item"]
     if kind == "conversation":
         item["conversation"]["model"]["id"] = int(conv_id)
+        for field, at in (("created_at", model_created_at), ("updated_at", model_updated_at)):
+            if at is not None:
+                item["conversation"]["model"][field] = _iso_z(at)
     else:
         item["ticket"]["id"] = int(conv_id)
     item["contact"]["id"] = contact_id
@@ -175,5 +181,50 @@ def contact_attached(kind="conversation", conv_id="200000000000099", contact_id=
     return _envelope(doc, f"{kind}.contact.{suffix}", notif_id, event_at)
 
 
+def _iso_z(at):
+    import datetime
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.000Z")
+
+
 def ping():
     return fixture("ping")
+
+
+# --------------------------------------------------------------------------- added builders
+
+def with_notif_id(doc, notif_id):
+    """The same notification with its envelope id replaced (None gives a null id)."""
+    doc = copy.deepcopy(doc)
+    doc["id"] = notif_id
+    return doc
+
+
+def contact_tag_deleted(topic="contact.user.tag.deleted", contact_id="cid-1", external_id="u-1",
+                        tag="churn-risk", event_at=1768000000, notif_id=None):
+    """contact.user.tag.deleted / contact.lead.tag.deleted, built on the real deleted shape."""
+    name = "contact_lead_tag_deleted" if ".lead." in topic else "contact_user_tag_deleted"
+    doc = fixture(name)
+    item = doc["data"]["item"]
+    item["tag"]["name"] = tag
+    item["contact"]["id"] = contact_id
+    item["contact"]["external_id"] = external_id
+    item["contact"]["role"] = "lead" if ".lead." in topic else "user"
+    return _envelope(doc, topic, notif_id, event_at)
+
+
+def user_tag_v1_deleted(contact_id="5c9553cb27e377f24eed4901", user_id="u-1", tag="churn-risk",
+                        event_at=1768000000, notif_id=None):
+    """1.x user.tag.deleted, built on the real deleted shape."""
+    doc = fixture("user_tag_deleted")
+    item = doc["data"]["item"]
+    item["tag"]["name"] = tag
+    item["user"]["id"] = contact_id
+    item["user"]["user_id"] = user_id
+    item["created_at"] = event_at
+    return _envelope(doc, "user.tag.deleted", notif_id, event_at)
+
+
+def all_fixture_names():
+    """Every fixture file name (without .json), sorted."""
+    return sorted(p.name[:-len(".json")] for p in FIXTURES.glob("*.json"))
