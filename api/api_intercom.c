@@ -461,6 +461,12 @@ static int read_item_state(struct ctx *c, const json_t *item, int is_ticket) {
     const json_t *ts = json_object_get(item, "ticket_state");
     const char *state;
 
+    const json_t *open = json_object_get(item, "open");
+
+    /* Type-check every state field even when an earlier one decides, so a malformed
+     * delivery is refused whichever field happens to be consulted first. */
+    if (open != NULL && !json_is_null(open) && !json_is_boolean(open))
+        return fail(c, "data.item.open must be a boolean");
     chg->ticket_state = STATE_TICKET_UNKNOWN;
     if (is_ticket && ts != NULL && !json_is_null(ts)) {
         if (json_is_string(ts)) {
@@ -482,10 +488,7 @@ static int read_item_state(struct ctx *c, const json_t *item, int is_ticket) {
             chg->ticket_state = ticket_category(state); /* a ticket seen through a conversation topic */
     }
     if (chg->ticket_state == STATE_TICKET_UNKNOWN) {
-        const json_t *open = json_object_get(item, "open");
         if (open != NULL && !json_is_null(open)) {
-            if (!json_is_boolean(open))
-                return fail(c, "data.item.open must be a boolean");
             chg->ticket_state = json_is_true(open) ? STATE_TICKET_OPEN : STATE_TICKET_CLOSED;
         }
     }

@@ -61,9 +61,10 @@ static long long mono_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Opens one listening socket with SO_REUSEPORT so every loop can bind the same port and
- * the kernel spreads connections between them. Returns the fd or -1 with err. */
-static evutil_socket_t listen_socket(const struct svc_config *cfg, char *err, size_t errlen) {
+/* Opens one listening socket. With reuseport, every loop binds the same port and the kernel
+ * spreads connections between them. Returns the fd or -1 with err. */
+static evutil_socket_t listen_socket(const struct svc_config *cfg, int reuseport, char *err,
+                                     size_t errlen) {
     struct addrinfo hints, *res = NULL;
     char port[16];
     memset(&hints, 0, sizeof(hints));
@@ -81,7 +82,7 @@ static evutil_socket_t listen_socket(const struct svc_config *cfg, char *err, si
                                 res->ai_protocol);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
         bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
                  strerror(errno));
@@ -155,7 +156,7 @@ static int worker_init(struct svc_server *srv, struct svc_worker *w, int index, 
     w->base = event_base_new();
     if (w->base == NULL)
         goto oom;
-    evutil_socket_t fd = listen_socket(cfg, err, errlen);
+    evutil_socket_t fd = listen_socket(cfg, 1, err, errlen);
     if (fd < 0)
         return -1;
     w->http = evhttp_new(w->base);
@@ -224,6 +225,15 @@ struct svc_server *svc_server_new(const struct svc_config *cfg, char *err, size_
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    /* SO_REUSEPORT lets any process of the same user share the port, so a second suppressd
+     * started by mistake would silently take part of this one's traffic. Binding once
+     * without it first fails with "Address already in use" when anyone listens there. */
+    evutil_socket_t probe = listen_socket(cfg, 0, err, errlen);
+    if (probe < 0) {
+        free(srv);
+        return NULL;
+    }
+    close(probe);
     srv->cfg = cfg;
     srv->nworkers = cfg->threads;
     srv->workers = calloc((size_t)srv->nworkers, sizeof(*srv->workers));
