@@ -5,8 +5,13 @@
  *   POST /v1/admin/dead-letters/replay                requeue all (up to 1000 per call)
  *   POST /v1/admin/dead-letters/{id}/replay           requeue one
  *   POST /v1/admin/users/{id}/resync                  queue a fresh identify now
+ *   POST /v1/admin/backfill[?restart=1]               start a backfill from Intercom (202)
+ *   GET  /v1/admin/backfill                           its saved progress
  *
- * Destinations: "customerio" (the default, ?destination=). */
+ * Destinations (?destination=): "customerio" (the default for dead letters) or
+ * "intercom" (forwarded events, contact look-ups, ticket re-checks). The queue view
+ * shows both unless one is named. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -16,13 +21,17 @@
 #include "api/api_http.h"
 #include "state/state_outbox.h"
 #include "state/state_ulid.h"
+#include "svc/svc_backfill.h"
+#include "svc/svc_intercom.h"
 #include "svc/svc_sync.h"
 
 static const char *destination_param(struct api_call *call, struct evkeyvalq *params) {
     const char *d = evhttp_find_header(params, "destination");
     if (d == NULL || strcmp(d, "customerio") == 0)
         return "customerio";
-    api_reply_error(call, 400, "unknown_destination", "destination must be customerio");
+    if (strcmp(d, "intercom") == 0)
+        return "intercom";
+    api_reply_error(call, 400, "unknown_destination", "destination must be customerio or intercom");
     return NULL;
 }
 
@@ -56,29 +65,100 @@ static void on_replayed_one(json_t *result, void *arg) {
         on_json(result, arg);
 }
 
+struct queue_ctx {
+    struct api_call *call;
+    const char *dest[2];
+    int n, done, failed;
+    json_t *dests;
+};
+
 static void on_stats(const struct state_outbox_stats *s, void *arg) {
-    struct api_call *call = arg;
+    struct queue_ctx *q = arg;
+    const char *name = q->dest[q->done++];
     if (s == NULL) {
-        api_kept_reply_error(call, 503, "unavailable", "the state store is unavailable");
-        return;
-    }
-    int64_t now = (int64_t)state_now_ms();
-    json_t *o = json_object(), *dests = json_object(), *d = json_object();
+        q->failed = 1;
+    } else {
+        int64_t now = (int64_t)state_now_ms();
+        json_t *d = json_object();
     json_object_set_new(d, "depth", json_integer(s->depth));
     /* Due times of leased users lie in the future; only past-due work has an age. */
     json_object_set_new(d, "oldest_age_seconds",
                         json_real(s->oldest_due_ms > 0 && s->oldest_due_ms < now
                                       ? (double)(now - s->oldest_due_ms) / 1000.0
                                       : 0.0));
-    json_object_set_new(d, "dead_letters", json_integer(s->dead_letters));
-    json_object_set_new(d, "status", json_string(svc_sync_status()));
-    json_object_set_new(dests, "customerio", d);
-    json_object_set_new(o, "destinations", dests);
-    svc_metrics_gauge_set("suppressd_queue_depth", "Users waiting for a write, by destination.",
-                          "destination=\"customerio\"", (double)s->depth);
-    svc_metrics_gauge_set("suppressd_dead_letters", "Dead letters stored, by destination.",
-                          "destination=\"customerio\"", (double)s->dead_letters);
-    api_kept_reply_json(call, 200, o);
+        json_object_set_new(d, "dead_letters", json_integer(s->dead_letters));
+        int cio = strcmp(name, "customerio") == 0;
+        json_object_set_new(d, "status",
+                            json_string(cio ? svc_sync_status() : svc_intercom_status()));
+        json_object_set_new(q->dests, name, d);
+        char labels[48];
+        snprintf(labels, sizeof(labels), "destination=\"%s\"", name);
+        svc_metrics_gauge_set("suppressd_queue_depth", "Users waiting for a write, by destination.",
+                              labels, (double)s->depth);
+        svc_metrics_gauge_set("suppressd_dead_letters", "Dead letters stored, by destination.",
+                              labels, (double)s->dead_letters);
+    }
+    if (q->done < q->n && !q->failed &&
+        state_outbox_stats(q->call->env->store, q->dest[q->done], on_stats, q) == 0)
+        return;
+    if (q->failed || q->done < q->n) {
+        api_kept_reply_error(q->call, 503, "unavailable", "the state store is unavailable");
+    } else {
+        json_t *o = json_object();
+        json_object_set_new(o, "destinations", json_incref(q->dests));
+        api_kept_reply_json(q->call, 200, o);
+    }
+    json_decref(q->dests);
+    free(q);
+}
+
+static int start_queue(struct api_call *kept, const char *only) {
+    struct queue_ctx *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return -1;
+    q->call = kept;
+    if (only != NULL) {
+        q->dest[q->n++] = only;
+    } else {
+        q->dest[q->n++] = "customerio";
+        q->dest[q->n++] = "intercom";
+    }
+    q->dests = json_object();
+    if (state_outbox_stats(kept->env->store, q->dest[0], on_stats, q) < 0) {
+        json_decref(q->dests);
+        free(q);
+        return -1;
+    }
+    return 0;
+}
+
+/* POST /v1/admin/backfill: answered once the run holds the lock (202), or could not
+ * start (409 another run, 503 otherwise). The run goes on after the answer. */
+static void on_backfill(enum svc_backfill_event ev, const char *message, void *arg) {
+    struct api_call **slot = arg;
+    struct api_call *call = *slot;
+    if (call == NULL) {
+        free(slot);
+        return;
+    }
+    *slot = NULL;
+    if (ev == SVC_BACKFILL_STARTED) {
+        json_t *o = json_object();
+        json_object_set_new(o, "status", json_string("started"));
+        api_kept_reply_json(call, 202, o);
+        return; /* the slot is freed with the final event */
+    }
+    if (strstr(message, "another backfill") != NULL)
+        api_kept_reply_error(call, 409, "backfill_running", message);
+    else if (strstr(message, "INTERCOM_ACCESS_TOKEN") != NULL)
+        api_kept_reply_error(call, 409, "not_configured", message);
+    else
+        api_kept_reply_error(call, 503, "backfill_failed", message);
+    free(slot);
+}
+
+static void on_backfill_status(json_t *status, void *arg) {
+    on_json(status, arg);
 }
 
 static void on_resynced(int ok, void *arg) {
@@ -125,7 +205,36 @@ void api_admin(struct api_call *call, const char *rest) {
             api_method_not_allowed(call, "GET");
             goto out;
         }
-        KEEP_OR_503(call, kept, state_outbox_stats(st, dest, on_stats, kept));
+        const char *only = evhttp_find_header(&params, "destination") ? dest : NULL;
+        KEEP_OR_503(call, kept, start_queue(kept, only));
+    } else if (strcmp(rest, "backfill") == 0) {
+        if (cmd == EVHTTP_REQ_GET) {
+            KEEP_OR_503(call, kept, svc_backfill_status(st, on_backfill_status, kept));
+        } else if (cmd == EVHTTP_REQ_POST) {
+            if (call->env->backfill != NULL) {
+                api_reply_error(call, 409, "backfill_running", "a backfill is already running");
+                goto out;
+            }
+            const char *r = evhttp_find_header(&params, "restart");
+            int restart = r != NULL && strcmp(r, "1") == 0;
+            struct api_call **slot = malloc(sizeof(*slot));
+            struct api_call *kept = slot ? api_call_keep(call) : NULL;
+            if (kept == NULL) {
+                free(slot);
+                api_reply_error(call, 503, "unavailable", "out of memory");
+                goto out;
+            }
+            *slot = kept;
+            if (svc_backfill_start(call->env->base, st, call->env->curl, call->env->cfg, restart,
+                                   on_backfill, slot, &call->env->backfill) == NULL) {
+                call->env->inflight--;
+                free(kept);
+                free(slot);
+                api_reply_error(call, 503, "unavailable", "out of memory");
+            }
+        } else {
+            api_method_not_allowed(call, "GET, POST");
+        }
     } else if (strcmp(rest, "dead-letters") == 0) {
         if (cmd != EVHTTP_REQ_GET) {
             api_method_not_allowed(call, "GET");

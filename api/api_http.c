@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 
 #include "svc/svc_log.h"
+#include "svc/svc_intercom.h"
 #include "svc/svc_sync.h"
 
 uint64_t api_now_us(void) {
@@ -202,6 +203,7 @@ static void handle_ready(struct api_call *call) {
     /* Reported, not gating: a Customer.io credential problem must not take the query API
      * out of the load balancer. */
     json_object_set_new(checks, "customerio", json_string(svc_sync_status()));
+    json_object_set_new(checks, "intercom", json_string(svc_intercom_status()));
     if (ready) {
         json_object_set_new(o, "status", json_string("ready"));
     } else {

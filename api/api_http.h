@@ -16,11 +16,16 @@
 #include "svc/svc_config.h"
 #include "svc/svc_metrics.h"
 
+struct svc_curl;
+struct svc_backfill;
+
 struct api_env {
     const struct svc_config *cfg;
     struct state_store *store;
     struct event_base *base;
     int inflight;                /* requests waiting on Redis (drained on SIGTERM) */
+    struct svc_curl *curl;       /* this loop's outbound HTTP (admin backfill) */
+    struct svc_backfill *backfill; /* a backfill started on this loop, while it runs */
 };
 
 /* One request being answered: where it goes in the metrics and when it started. */

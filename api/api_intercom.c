@@ -819,3 +819,50 @@ void api_intercom_free(struct api_intercom_doc *doc) {
     json_decref(doc->synced);
     doc->root = doc->profile = doc->synced = NULL;
 }
+
+int api_intercom_parse_object(struct api_intercom_doc *doc, const json_t *obj, const char *source,
+                              const struct api_intercom_opts *opts, char *err, size_t errlen) {
+    memset(doc, 0, sizeof(*doc));
+    const char *type = json_string_value(json_object_get(obj, "type"));
+    const json_t *id = json_object_get(obj, "id");
+    if (!json_is_object(obj) || type == NULL || (!json_is_string(id) && !json_is_integer(id))) {
+        snprintf(err, errlen, "not an Intercom conversation or ticket object");
+        return -1;
+    }
+    int is_ticket = strcmp(type, "ticket") == 0;
+    if (!is_ticket && strcmp(type, "conversation") != 0) {
+        snprintf(err, errlen, "unexpected object type \"%s\"", type);
+        return -1;
+    }
+    /* The notification id names the object's version, so reading the same version twice
+     * (a resumed backfill, a repeated re-check) is a duplicate. */
+    const json_t *updated = json_object_get(obj, "updated_at");
+    char *id_text = json_is_string(id) ? strdup(json_string_value(id))
+                                       : json_dumps(id, JSON_ENCODE_ANY);
+    char *upd_text = json_dumps(updated ? updated : json_null(), JSON_ENCODE_ANY);
+    json_t *env = json_object();
+    json_object_set_new(env, "type", json_string("notification_event"));
+    json_object_set_new(env, "id", json_sprintf("notif_%s_%s_%s_%s", source, type,
+                                                id_text ? id_text : "", upd_text ? upd_text : ""));
+    /* Neutral topics: the state comes from the object itself, never from the topic. */
+    json_object_set_new(env, "topic",
+                        json_string(is_ticket ? "ticket.state.updated" : "conversation.admin.noted"));
+    json_object_set_new(env, "app_id", json_string("suppressd"));
+    const json_t *at = updated ? updated : json_object_get(obj, "created_at");
+    json_object_set_new(env, "created_at", at ? json_deep_copy(at) : json_integer(0));
+    json_t *data = json_object();
+    json_object_set_new(data, "type", json_string("notification_event_data"));
+    json_object_set_new(data, "item", json_deep_copy(obj));
+    json_object_set_new(env, "data", data);
+    free(id_text);
+    free(upd_text);
+    char *text = json_dumps(env, JSON_COMPACT);
+    json_decref(env);
+    if (text == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = api_intercom_parse(doc, text, strlen(text), opts, err, errlen);
+    free(text);
+    return rc;
+}

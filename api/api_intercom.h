@@ -42,6 +42,13 @@ struct api_intercom_doc {
 int api_intercom_parse(struct api_intercom_doc *doc, const char *body, size_t len,
                        const struct api_intercom_opts *opts, char *err, size_t errlen);
 
+/* Parses a conversation or ticket object as Intercom's REST API returns it (backfill,
+ * reconciliation) as if a notification had carried it. `source` ("backfill",
+ * "reconcile") goes into the synthetic notification id. Same contract as
+ * api_intercom_parse. */
+int api_intercom_parse_object(struct api_intercom_doc *doc, const json_t *obj, const char *source,
+                              const struct api_intercom_opts *opts, char *err, size_t errlen);
+
 /* Releases the parsed document. Safe on a zeroed doc. */
 void api_intercom_free(struct api_intercom_doc *doc);
 

@@ -3,7 +3,10 @@
  * The Intercom path makes no outbound call: verify the signature over the raw body,
  * parse, record in Redis (state_apply), answer. 200 means the change is in Redis; a
  * duplicate, a ping or a topic we do not use also get 200 so Intercom stops retrying.
- * Never 410: Intercom disables a subscription that answers 410. */
+ * Never 410: Intercom disables a subscription that answers 410.
+ *
+ * The Customer.io path is the same shape: verify, parse, queue an Intercom job in Redis
+ * (deduplicated by event_id), answer; the Intercom worker sends it later. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,21 +16,11 @@
 #include "api/api_http.h"
 #include "api/api_intercom.h"
 #include "api/api_sig.h"
+#include "api/api_customerio.h"
 #include "state/state_apply.h"
+#include "state/state_jobs.h"
+#include "svc/svc_intercom.h"
 #include "svc/svc_log.h"
-
-/* Seconds a user without open tickets is kept: the longest rule window plus a day, and
- * never less than the 30 days resolved tickets are remembered for reordering. */
-static int64_t keep_seconds(const struct svc_config *cfg) {
-    int64_t w = 30 * 86400;
-    if (cfg->rules.priority_window > w)
-        w = cfg->rules.priority_window;
-    if (cfg->rules.csat_window > w)
-        w = cfg->rules.csat_window;
-    if (cfg->rules.churn_window > w)
-        w = cfg->rules.churn_window;
-    return w + 86400;
-}
 
 struct intercom_job {
     struct api_call *call;
@@ -106,12 +99,8 @@ void api_webhook_intercom(struct api_call *call) {
         return api_reply_json(call, 200, o);
     }
 
-    struct state_apply_opts ao = {
-        .now = (int64_t)time(NULL),
-        .keep = keep_seconds(cfg),
-        .link_ttl = 400 * 86400,   /* contact links outlive any window; refreshed on use */
-        .index_ttl = 30 * 86400,   /* a closed ticket's owners, for a late delete */
-    };
+    struct state_apply_opts ao;
+    svc_intercom_apply_opts(cfg, &ao);
     job->call = api_call_keep(call);
     if (job->call == NULL ||
         state_apply(call->env->store, &job->doc.chg, &ao, on_applied, job) < 0) {
@@ -127,6 +116,31 @@ void api_webhook_intercom(struct api_call *call) {
     }
 }
 
+struct cio_job {
+    struct api_call *call;
+    char event_id[128];
+    char kind[100];
+};
+
+static void on_cio_queued(const char *status, void *arg) {
+    struct cio_job *job = arg;
+    if (status == NULL) {
+        svc_metrics_webhook("customerio", job->kind, SVC_WH_UNAVAILABLE);
+        api_kept_reply_error(job->call, 503, "unavailable",
+                             "the state store failed while queueing the event; retry later");
+    } else {
+        int dup = strcmp(status, "duplicate") == 0;
+        svc_metrics_webhook("customerio", job->kind, dup ? SVC_WH_DUPLICATE : SVC_WH_APPLIED);
+        json_t *o = json_object();
+        json_object_set_new(o, "status", json_string(dup ? "duplicate" : "queued"));
+        api_kept_reply_json(job->call, 200, o);
+    }
+    free(job);
+}
+
+/* Customer.io stalls its whole webhook stream for an hour after any non-2xx answer, so
+ * only a bad signature, a malformed body or an unavailable store get one. Metrics the
+ * service does not forward and people without an id are acknowledged and counted. */
 void api_webhook_customerio(struct api_call *call) {
     const struct svc_config *cfg = call->env->cfg;
     if (cfg->cio_webhook_key == NULL) {
@@ -139,16 +153,79 @@ void api_webhook_customerio(struct api_call *call) {
     size_t len = evbuffer_get_length(in);
     const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
     struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *ts = evhttp_find_header(h, "X-CIO-Timestamp");
     enum api_sig_result sr =
-        api_sig_cio_verify(cfg->cio_webhook_key, evhttp_find_header(h, "X-CIO-Timestamp"),
-                           evhttp_find_header(h, "X-CIO-Signature"), body, len);
+        api_sig_cio_verify(cfg->cio_webhook_key, ts, evhttp_find_header(h, "X-CIO-Signature"),
+                           body, len);
     if (sr != API_SIG_OK) {
         svc_metrics_webhook("customerio", NULL, SVC_WH_UNAUTHORIZED);
+        svc_log_warn("webhook_rejected", "source", json_string("customerio"),
+                     "reason", json_string(api_sig_result_name(sr)), NULL);
         return api_reply_error(call, 401, "invalid_signature",
-                               "X-CIO-Signature does not match X-CIO-Timestamp and the body");
+                               sr == API_SIG_MISSING
+                                   ? "X-CIO-Signature or X-CIO-Timestamp header is missing"
+                                   : "X-CIO-Signature does not match X-CIO-Timestamp and the body");
     }
-    /* Forwarding to Intercom is not built yet (issue 4); refuse rather than drop. */
-    svc_metrics_webhook("customerio", NULL, SVC_WH_UNAVAILABLE);
-    api_reply_error(call, 503, "not_implemented",
-                    "forwarding Customer.io events to Intercom is not available yet");
+    if (cfg->cio_webhook_max_age > 0) {
+        long long t = strtoll(ts, NULL, 10), now = (long long)time(NULL);
+        if (t < now - cfg->cio_webhook_max_age || t > now + cfg->cio_webhook_max_age) {
+            svc_metrics_webhook("customerio", NULL, SVC_WH_UNAUTHORIZED);
+            svc_log_warn("webhook_rejected", "source", json_string("customerio"),
+                         "reason", json_string("stale_timestamp"),
+                         "timestamp", json_integer(t), NULL);
+            return api_reply_error(call, 401, "stale_timestamp",
+                                   "X-CIO-Timestamp is further from now than CIO_WEBHOOK_MAX_AGE");
+        }
+    }
+
+    struct api_cio_event ev;
+    char why[256];
+    enum api_cio_verdict v = api_cio_parse(body, len, cfg, &ev, why, sizeof(why));
+    if (v == API_CIO_INVALID) {
+        svc_metrics_webhook("customerio", NULL, SVC_WH_INVALID);
+        svc_log_warn("webhook_invalid", "source", json_string("customerio"),
+                     "reason", json_string(why), NULL);
+        return api_reply_error(call, 400, "invalid_event", why);
+    }
+    char kind[100];
+    snprintf(kind, sizeof(kind), "%s_%s", ev.object_type, ev.metric);
+    if (v == API_CIO_IGNORE) {
+        svc_metrics_webhook("customerio", kind, SVC_WH_IGNORED);
+        svc_log_debug("cio_webhook_ignored", "event_id", json_string(ev.event_id),
+                      "reason", json_string(why), NULL);
+        json_t *o = json_object();
+        json_object_set_new(o, "status", json_string("ignored"));
+        json_object_set_new(o, "reason", json_string(why));
+        return api_reply_json(call, 200, o);
+    }
+
+    json_t *rec = json_object();
+    json_object_set_new(rec, "t", json_string("event"));
+    json_object_set_new(rec, "event", ev.event);
+    char *record = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(rec);
+    char job_id[140];
+    snprintf(job_id, sizeof(job_id), "e:%s", ev.event_id);
+    struct cio_job *job = calloc(1, sizeof(*job));
+    if (job == NULL || record == NULL) {
+        free(job);
+        free(record);
+        return api_reply_error(call, 503, "unavailable", "out of memory");
+    }
+    snprintf(job->kind, sizeof(job->kind), "%s", kind);
+    job->call = api_call_keep(call);
+    /* Seven days of event ids: Customer.io retries a webhook for up to seven days. */
+    if (job->call == NULL ||
+        state_jobs_add(call->env->store, job_id, record, 7 * 86400, on_cio_queued, job) < 0) {
+        if (job->call != NULL) {
+            call->env->inflight--;
+            free(job->call);
+        }
+        free(job);
+        free(record);
+        svc_metrics_webhook("customerio", kind, SVC_WH_UNAVAILABLE);
+        return api_reply_error(call, 503, "unavailable",
+                               "the state store is unavailable; retry later");
+    }
+    free(record);
 }

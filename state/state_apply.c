@@ -324,10 +324,11 @@ static void move_finish(struct move_job *mv) {
         json_object_foreach(mv->fields, field, val) {
             if (strncmp(field, "t:", 2) != 0)
                 continue;
-            char tkey[STATE_KEY_MAX];
+            char tkey[STATE_KEY_MAX], okey[STATE_KEY_MAX];
             state_key_ticket(tkey, field + 2);
-            const char *margv[] = {tkey, "move", now, ttl, mv->from, mv->to};
-            send_eval(job, STATE_SCRIPT_INDEX, OP_MOVE_FINISH, 0, mv, 1, 6, margv, NULL);
+            state_key_open(okey, field + 2);
+            const char *margv[] = {tkey, okey, "move", now, ttl, mv->from, mv->to};
+            send_eval(job, STATE_SCRIPT_INDEX, OP_MOVE_FINISH, 0, mv, 2, 7, margv, NULL);
         }
     }
     if (mv->link_contact != NULL)
@@ -387,6 +388,24 @@ static void on_move_reply(struct apply_job *job, struct op *op, redisReply *r) {
  * Phases
  *--------------------------------------------------------------------------*/
 
+/* link.lua "lookup": the user a contact id belongs to; with `ask`, an unknown contact is
+ * also queued for an Intercom look-up in the same atomic step. */
+static void send_lookup(struct apply_job *job, const char *contact, int ask, enum op_kind kind,
+                        int idx) {
+    char key[STATE_KEY_MAX], lkey[STATE_KEY_MAX], qkey[STATE_KEY_MAX], rkey[STATE_KEY_MAX];
+    char ttl[24], now_ms[24], lttl[24];
+    unsigned p = state_partition(contact, strlen(contact));
+    state_key_contact(key, contact);
+    state_key_contact_lookup(lkey, contact);
+    state_key_jobs_n(qkey, p);
+    state_key_job_records_n(rkey, p);
+    i64(ttl, sizeof(ttl), job->o.link_ttl);
+    i64(now_ms, sizeof(now_ms), (int64_t)state_now_ms());
+    i64(lttl, sizeof(lttl), job->o.lookup_ttl > 0 ? job->o.lookup_ttl : 1);
+    const char *argv[] = {key, lkey, qkey, rkey, "lookup", "", ttl, ask ? "1" : "0", now_ms, lttl};
+    send_eval(job, STATE_SCRIPT_LINK, kind, idx, NULL, 4, 10, argv, NULL);
+}
+
 static void phase_resolve(struct apply_job *job) {
     const struct state_change *chg = job->chg;
     char key[STATE_KEY_MAX], ttl[24], now[24];
@@ -399,9 +418,10 @@ static void phase_resolve(struct apply_job *job) {
             job->users[i].uid = xstrdup(ct->external_id);
             job->users[i].sync = is_synced(ct->external_id);
         } else if (ct->contact_id != NULL) {
-            state_key_contact(key, ct->contact_id);
-            const char *argv[] = {key, "lookup", "", ttl};
-            send_eval(job, STATE_SCRIPT_LINK, OP_LOOKUP, (int)i, NULL, 1, 4, argv, NULL);
+            /* Leads never have an external_id: looking them up would only cost API calls. */
+            int ask = job->o.lookup_ttl > 0 &&
+                      (chg->role == NULL || strcmp(chg->role, "lead") != 0);
+            send_lookup(job, ct->contact_id, ask, OP_LOOKUP, (int)i);
         }
     }
     if (chg->kind == STATE_CHANGE_CONTACT_MERGED) {
@@ -409,9 +429,7 @@ static void phase_resolve(struct apply_job *job) {
         if (ct->external_id != NULL) {
             job->merge_src.uid = xstrdup(ct->external_id);
         } else if (ct->contact_id != NULL) {
-            state_key_contact(key, ct->contact_id);
-            const char *argv[] = {key, "lookup", "", ttl};
-            send_eval(job, STATE_SCRIPT_LINK, OP_LOOKUP_MERGE, -1, NULL, 1, 4, argv, NULL);
+            send_lookup(job, ct->contact_id, 0, OP_LOOKUP_MERGE, -1);
         }
     }
     int need_owners = chg->kind == STATE_CHANGE_TICKET_DELETED ||
@@ -419,10 +437,12 @@ static void phase_resolve(struct apply_job *job) {
     if (need_owners && chg->ticket_id != NULL) {
         char ittl[24];
         i64(ittl, sizeof(ittl), job->o.index_ttl);
+        char okey[STATE_KEY_MAX];
         state_key_ticket(key, chg->ticket_id);
+        state_key_open(okey, chg->ticket_id);
         const char *mode = chg->kind == STATE_CHANGE_TICKET_DELETED ? "delete" : "owners";
-        const char *argv[] = {key, mode, now, ittl};
-        send_eval(job, STATE_SCRIPT_INDEX, OP_OWNERS, -1, NULL, 1, 4, argv, NULL);
+        const char *argv[] = {key, okey, mode, now, ittl};
+        send_eval(job, STATE_SCRIPT_INDEX, OP_OWNERS, -1, NULL, 2, 5, argv, NULL);
     }
 }
 
@@ -459,19 +479,20 @@ static void apply_ticket(struct apply_job *job) {
     if (nown == 0)
         return;
 
-    char key[STATE_KEY_MAX], now[24], ttl[24];
+    char key[STATE_KEY_MAX], okey[STATE_KEY_MAX], now[24], ttl[24];
     i64(now, sizeof(now), job->o.now);
     i64(ttl, sizeof(ttl), job->o.index_ttl);
     state_key_ticket(key, chg->ticket_id);
-    const char *argv[6 + MAX_USERS + MAX_OWNERS] = {key, "add", now, ttl,
+    state_key_open(okey, chg->ticket_id);
+    const char *argv[7 + MAX_USERS + MAX_OWNERS] = {key, okey, "add", now, ttl,
                                                     chg->ticket_state == STATE_TICKET_CLOSED
                                                         ? "1" : "0"};
     if (chg->detached) {
         /* The listed contacts left the conversation: they lose the ticket, others keep it. */
-        argv[1] = "detach";
+        argv[2] = "detach";
         for (size_t i = 0; i < nown; i++)
-            argv[4 + i] = owners[i];
-        send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_DETACH, -1, NULL, 1, 4 + (int)nown, argv,
+            argv[5 + i] = owners[i];
+        send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_DETACH, -1, NULL, 2, 5 + (int)nown, argv,
                   NULL);
         for (size_t i = 0; i < chg->ncontacts; i++) {
             if (job->users[i].uid != NULL)
@@ -489,10 +510,10 @@ static void apply_ticket(struct apply_job *job) {
                  state_code(chg->ticket_state), (long long)chg->updated_at,
                  (long long)chg->event_at, chg->ticket_kind == STATE_KIND_TICKET ? 't' : 'c',
                  (long long)chg->opened_at, chg->priority);
-    argv[5] = version;
+    argv[6] = version;
     for (size_t i = 0; i < nown; i++)
-        argv[6 + i] = owners[i];
-    send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_ADD, -1, NULL, 1, 6 + (int)nown, argv, NULL);
+        argv[7 + i] = owners[i];
+    send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_ADD, -1, NULL, 2, 7 + (int)nown, argv, NULL);
     for (size_t i = 0; i < chg->ncontacts; i++) {
         if (job->users[i].uid != NULL)
             send_apply(job, job->users[i].uid, job->users[i].sync, change_json(job), 1,

@@ -30,6 +30,8 @@ struct state_apply_opts {
     int64_t keep;         /* seconds to keep a user with no open ticket */
     int64_t link_ttl;     /* seconds a contact -> user link lives after its last use */
     int64_t index_ttl;    /* seconds a closed/deleted ticket stays in the owner index */
+    int64_t lookup_ttl;   /* > 0: queue an Intercom look-up of a contact whose external_id
+                             is unknown, at most once per this many seconds */
 };
 
 typedef void state_apply_done_fn(enum state_apply_result result, void *arg);

@@ -46,3 +46,44 @@ size_t state_key_queue(char *buf, const char *user) {
 size_t state_key_window_n(char *buf, unsigned partition) {
     return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:w", partition);
 }
+
+size_t state_key_contact_lookup(char *buf, const char *contact) {
+    int n = snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:cl:%s",
+                     state_partition(contact, strlen(contact)), contact);
+    return n < STATE_KEY_MAX ? (size_t)n : STATE_KEY_MAX - 1;
+}
+
+size_t state_key_open_n(char *buf, unsigned partition) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:open", partition);
+}
+
+size_t state_key_open(char *buf, const char *ticket) {
+    return state_key_open_n(buf, state_partition(ticket, strlen(ticket)));
+}
+
+size_t state_key_reconcile_lock_n(char *buf, unsigned partition) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:rk", partition);
+}
+
+unsigned state_job_partition(const char *job_id) {
+    const char *routing = strlen(job_id) > 2 ? job_id + 2 : job_id;
+    return state_partition(routing, strlen(routing));
+}
+
+size_t state_key_jobs_n(char *buf, unsigned partition) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:iq", partition);
+}
+
+size_t state_key_job_records_n(char *buf, unsigned partition) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:ij", partition);
+}
+
+size_t state_key_job_attempts_n(char *buf, unsigned partition) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:ia", partition);
+}
+
+size_t state_key_cio_seen(char *buf, const char *event_id) {
+    int n = snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:cw:%s",
+                     state_partition(event_id, strlen(event_id)), event_id);
+    return n < STATE_KEY_MAX ? (size_t)n : STATE_KEY_MAX - 1;
+}

@@ -15,6 +15,14 @@
  *   sd:{dlq}:<dest>      stream dead letters
  *   sd:{pT}:k:<ticket>   hash   owners of a ticket
  *   sd:{pC}:c:<contact>  string the user a contact id belongs to ("?" = none yet)
+ *   sd:{pC}:cl:<contact> string a look-up of the contact was queued (expires: look again)
+ *   sd:{pT}:open         zset   open tickets "<kind>:<ticket>" -> opened_at (reconciliation)
+ *   sd:{pN}:rk           string reconciliation scanned partition N recently (a lock)
+ *   sd:{pN}:iq           zset   Intercom jobs (forward an event, look up a contact,
+ *                               re-check a ticket): job id -> due time; N from the job id
+ *   sd:{pN}:ij, :ia      hash   job records, and their attempts
+ *   sd:{pN}:cw:<event>   string a Customer.io webhook event id seen (7-day dedupe)
+ *   sd:{bf}:state, :lock        backfill progress and its single-runner lock
  */
 #ifndef STATE_KEYS_H
 #define STATE_KEYS_H
@@ -36,5 +44,18 @@ size_t state_key_queue_n(char *buf, unsigned partition);
 size_t state_key_window_n(char *buf, unsigned partition);
 size_t state_key_ticket(char *buf, const char *ticket);
 size_t state_key_contact(char *buf, const char *contact);
+size_t state_key_contact_lookup(char *buf, const char *contact);
+size_t state_key_open_n(char *buf, unsigned partition);
+size_t state_key_reconcile_lock_n(char *buf, unsigned partition);
+size_t state_key_open(char *buf, const char *ticket);
+
+/* Intercom jobs. A job id is a one-letter type, ':', and a routing id (event, contact or
+ * ticket id) that picks the partition, so a job can be queued atomically with the
+ * contact or ticket keys it is about. */
+unsigned state_job_partition(const char *job_id);
+size_t state_key_jobs_n(char *buf, unsigned partition);         /* sd:{pN}:iq */
+size_t state_key_job_records_n(char *buf, unsigned partition);  /* sd:{pN}:ij */
+size_t state_key_job_attempts_n(char *buf, unsigned partition); /* sd:{pN}:ia */
+size_t state_key_cio_seen(char *buf, const char *event_id);     /* sd:{pN}:cw:<id> */
 
 #endif

@@ -445,15 +445,22 @@ static void on_rate(struct state_store *st, redisReply *r, void *arg) {
 
 int state_outbox_rate(struct state_store *st, const char *destination, int limit,
                       const char *member, state_outbox_rate_fn *fn, void *arg) {
+    return state_outbox_rate_window(st, destination, limit, 1000, member, fn, arg);
+}
+
+int state_outbox_rate_window(struct state_store *st, const char *destination, int limit,
+                             int window_ms, const char *member, state_outbox_rate_fn *fn,
+                             void *arg) {
     struct rate_ctx *c = malloc(sizeof(*c));
     if (c == NULL)
         return -1;
     c->fn = fn;
     c->arg = arg;
-    char key[STATE_KEY_MAX], lim[24];
+    char key[STATE_KEY_MAX], lim[24], win[24];
     snprintf(key, sizeof(key), "sd:{rl}:%s", destination);
     i64(lim, sizeof(lim), limit);
-    const char *argv[] = {key, lim, "1000", member};
+    i64(win, sizeof(win), window_ms);
+    const char *argv[] = {key, lim, win, member};
     if (state_store_eval(st, STATE_SCRIPT_RATELIMIT, on_rate, c, 1, 4, argv, NULL) < 0) {
         free(c);
         return -1;
@@ -517,7 +524,10 @@ int state_outbox_stats(struct state_store *st, const char *destination,
     c->remaining = 1;
     for (unsigned p = 0; p < STATE_PARTITIONS; p++) {
         char q[STATE_KEY_MAX];
-        state_key_queue_n(q, p);
+        if (strcmp(destination, "intercom") == 0)
+            state_key_jobs_n(q, p);
+        else
+            state_key_queue_n(q, p);
         const char *card[] = {"ZCARD", q};
         const char *first[] = {"ZRANGE", q, "0", "0", "WITHSCORES"};
         if (state_store_command(st, on_stats, c, 2, card, NULL) == 0)
@@ -675,6 +685,30 @@ static void on_replay_range(struct state_store *st, redisReply *r, void *arg) {
         const redisReply *uid = entry_field(e, "user_id"), *rec = entry_field(e, "record");
         if (uid == NULL)
             continue;
+        if (strcmp(c->destination, "intercom") == 0) {
+            /* An Intercom job: its record names the job; queue it again as it was. */
+            json_t *job = rec != NULL ? json_loadb(rec->str, rec->len, 0, NULL) : NULL;
+            const char *jid = json_string_value(json_object_get(job, "job"));
+            if (jid != NULL) {
+                char jq[STATE_KEY_MAX], jr[STATE_KEY_MAX];
+                unsigned p = state_job_partition(jid);
+                state_key_jobs_n(jq, p);
+                state_key_job_records_n(jr, p);
+                const char *hset[] = {"HSET", jr, jid, rec->str};
+                const size_t hlen[] = {4, strlen(jr), strlen(jid), rec->len};
+                const char *zadd[] = {"ZADD", jq, now, jid};
+                if (state_store_command(st, on_replay_cmd, c, 4, hset, hlen) == 0)
+                    c->remaining++;
+                if (state_store_command(st, on_replay_cmd, c, 4, zadd, NULL) == 0)
+                    c->remaining++;
+            }
+            json_decref(job);
+            const char *xdel[] = {"XDEL", dkey, e->element[0]->str};
+            if (jid != NULL && state_store_command(st, on_replay_cmd, c, 3, xdel, NULL) == 0)
+                c->remaining++;
+            c->replayed += jid != NULL;
+            continue;
+        }
         char *u = xstrndup(uid->str, uid->len);
         char qkey[STATE_KEY_MAX], ekey[STATE_KEY_MAX];
         state_key_queue(qkey, u);

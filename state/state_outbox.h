@@ -91,6 +91,11 @@ typedef void state_outbox_rate_fn(long wait_ms, void *arg);
 int state_outbox_rate(struct state_store *st, const char *destination, int limit,
                       const char *member, state_outbox_rate_fn *fn, void *arg);
 
+/* The same with a window other than one second (Intercom counts per 10 seconds). */
+int state_outbox_rate_window(struct state_store *st, const char *destination, int limit,
+                             int window_ms, const char *member, state_outbox_rate_fn *fn,
+                             void *arg);
+
 /* Queues a user for a Customer.io write now (operator resync). */
 int state_outbox_resync(struct state_store *st, const char *uid, state_outbox_done_fn *fn,
                         void *arg);

@@ -33,6 +33,10 @@ extern const char state_lua_take[];
 extern const char state_lua_lease[];
 extern const char state_lua_ack[];
 extern const char state_lua_ratelimit[];
+extern const char state_lua_job_add[];
+extern const char state_lua_job_lease[];
+extern const char state_lua_job_ack[];
+extern const char state_lua_reconcile[];
 
 static struct {
     const char *text;
@@ -91,6 +95,10 @@ static void init_scripts(void) {
     scripts[STATE_SCRIPT_LEASE].text = state_lua_lease;
     scripts[STATE_SCRIPT_ACK].text = state_lua_ack;
     scripts[STATE_SCRIPT_RATELIMIT].text = state_lua_ratelimit;
+    scripts[STATE_SCRIPT_JOB_ADD].text = state_lua_job_add;
+    scripts[STATE_SCRIPT_JOB_LEASE].text = state_lua_job_lease;
+    scripts[STATE_SCRIPT_JOB_ACK].text = state_lua_job_ack;
+    scripts[STATE_SCRIPT_RECONCILE].text = state_lua_reconcile;
     for (int i = 0; i < STATE_SCRIPT_COUNT; i++) {
         unsigned char md[SHA_DIGEST_LENGTH];
         SHA1((const unsigned char *)scripts[i].text, strlen(scripts[i].text), md);
@@ -181,7 +189,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata) {
             st->handshake_failed = 1;
             set_status(st, "down: %s", reply ? reply->str : "connection lost during handshake");
         }
-    } else {
+    } else if (pc->fn != NULL) {
         pc->fn(st, reply, pc->arg);
     }
     free_pending(pc);

@@ -39,6 +39,10 @@ enum state_script {
     STATE_SCRIPT_LEASE,       /* lease.lua: take due users from a sync queue */
     STATE_SCRIPT_ACK,         /* ack.lua: report one user's delivery */
     STATE_SCRIPT_RATELIMIT,   /* ratelimit.lua: shared requests-per-second budget */
+    STATE_SCRIPT_JOB_ADD,     /* job_add.lua: queue one Intercom job */
+    STATE_SCRIPT_JOB_LEASE,   /* job_lease.lua: take due Intercom jobs */
+    STATE_SCRIPT_JOB_ACK,     /* job_ack.lua: report one Intercom job */
+    STATE_SCRIPT_RECONCILE,   /* reconcile.lua: queue re-checks of long-open tickets */
     STATE_SCRIPT_COUNT
 };
 
@@ -62,7 +66,8 @@ int state_store_ready(const struct state_store *st);
 const char *state_store_status(const struct state_store *st);
 
 /* Sends one command. argv/argvlen are copied by hiredis before return. Returns 0 when
- * sent (fn will be called once), -1 when the store is not ready (fn is not called). */
+ * sent (fn will be called once; fn may be NULL for a fire-and-forget write), -1 when the
+ * store is not ready (fn is not called). */
 int state_store_command(struct state_store *st, state_reply_fn *fn, void *arg, int argc,
                         const char **argv, const size_t *argvlen);
 

@@ -244,6 +244,59 @@ static int load_taxonomy(struct svc_config *cfg, const char *path, char *err, si
     return 0;
 }
 
+/* Customer.io metrics forwarded to Intercom by default: what support wants to see on a
+ * customer's timeline (sends, opens, clicks, conversions, unsubscribes, bounces). */
+#define DEFAULT_CIO_EVENTS                                                                  \
+    "email_sent,email_delivered,email_opened,email_clicked,email_converted,"              \
+    "email_unsubscribed,email_bounced,customer_subscribed,customer_unsubscribed"
+
+/* SUPPRESS_CIO_EVENTS: "<object_type>_<metric>[=<intercom event name>]", comma-separated.
+ * Without a name the event is "cio_<object_type>_<metric>". */
+static int load_cio_events(struct svc_config *cfg, const char *value, char *err,
+                           size_t errlen) {
+    char *items[SVC_CONFIG_MAX_CIO_EVENTS];
+    size_t n = 0;
+    if (split_list("SUPPRESS_CIO_EVENTS", value, items, SVC_CONFIG_MAX_CIO_EVENTS, &n, 0, err,
+                   errlen) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char *eq = strchr(items[i], '=');
+        const char *name = NULL;
+        if (eq != NULL) {
+            *eq = '\0';
+            name = eq + 1;
+        }
+        int ok = items[i][0] != '\0' && strchr(items[i], '_') != NULL &&
+                 (name == NULL || (*name != '\0' && strlen(name) <= 255));
+        for (const char *c = items[i]; ok && *c; c++)
+            ok = islower((unsigned char)*c) || *c == '_' || isdigit((unsigned char)*c);
+        if (!ok) {
+            snprintf(err, errlen, "invalid SUPPRESS_CIO_EVENTS entry \"%s%s%s\": expected "
+                     "<object_type>_<metric>[=<intercom event name>], e.g. email_opened",
+                     items[i], eq ? "=" : "", name ? name : "");
+            for (size_t j = i; j < n; j++)
+                free(items[j]);
+            return -1;
+        }
+        char buf[300];
+        snprintf(buf, sizeof(buf), "cio_%s", items[i]);
+        cfg->cio_event_names[cfg->ncio_events] = dup_or_die(name ? name : buf);
+        cfg->cio_event_keys[cfg->ncio_events++] = items[i];
+    }
+    return 0;
+}
+
+const char *svc_config_cio_event_name(const struct svc_config *cfg, const char *object_type,
+                                      const char *metric) {
+    size_t ol = strlen(object_type);
+    for (size_t i = 0; i < cfg->ncio_events; i++) {
+        const char *k = cfg->cio_event_keys[i];
+        if (strncmp(k, object_type, ol) == 0 && k[ol] == '_' && strcmp(k + ol + 1, metric) == 0)
+            return cfg->cio_event_names[i];
+    }
+    return NULL;
+}
+
 static const char *region_url(const char *region, const char *const *names,
                               const char *const *urls, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -303,6 +356,22 @@ int svc_config_load(struct svc_config *cfg, char *err, size_t errlen) {
         }
         cfg->intercom_api_url = dup_or_die(url);
     }
+    cfg->intercom_version = dup_or_die((v = env("INTERCOM_VERSION")) ? v : "2.14");
+    if (int_var("INTERCOM_RATE_LIMIT", 10000, 6, 1000000, &n, err, errlen) < 0)
+        return -1;
+    cfg->intercom_rate_limit = (int)n;
+    if (int_var("INTERCOM_TIMEOUT_MS", 10000, 100, 120000, &n, err, errlen) < 0)
+        return -1;
+    cfg->intercom_timeout_ms = (int)n;
+    if (int_var("SUPPRESS_LOOKUP_TTL", 86400, 0, 400 * 86400L, &n, err, errlen) < 0)
+        return -1;
+    cfg->lookup_ttl = n;
+    if (int_var("SUPPRESS_RECONCILE_INTERVAL", 3600, 0, 30 * 86400L, &n, err, errlen) < 0)
+        return -1;
+    cfg->reconcile_interval = n;
+    if (int_var("SUPPRESS_RECONCILE_AGE", 3 * 86400, 0, 365 * 86400L, &n, err, errlen) < 0)
+        return -1;
+    cfg->reconcile_age = n;
 
     const char *site = env("CIO_SITE_ID"), *key = env("CIO_API_KEY");
     if ((site == NULL) != (key == NULL)) {
@@ -330,6 +399,15 @@ int svc_config_load(struct svc_config *cfg, char *err, size_t errlen) {
     }
     if ((v = env("CIO_WEBHOOK_SIGNING_KEY")) != NULL)
         cfg->cio_webhook_key = dup_or_die(v);
+    if (int_var("CIO_WEBHOOK_MAX_AGE", 0, 0, 30 * 86400L, &n, err, errlen) < 0)
+        return -1;
+    cfg->cio_webhook_max_age = n;
+    if (int_var("SUPPRESS_CIO_EMAIL_FALLBACK", 0, 0, 1, &n, err, errlen) < 0)
+        return -1;
+    cfg->cio_email_fallback = (int)n;
+    if (load_cio_events(cfg, (v = env("SUPPRESS_CIO_EVENTS")) ? v : DEFAULT_CIO_EVENTS, err,
+                        errlen) < 0)
+        return -1;
     if (int_var("CIO_RATE_LIMIT", 100, 1, 100000, &n, err, errlen) < 0)
         return -1;
     cfg->cio_rate_limit = (int)n;
@@ -402,6 +480,11 @@ void svc_config_free(struct svc_config *cfg) {
     free(cfg->cio_api_key);
     free(cfg->cio_track_url);
     free(cfg->cio_webhook_key);
+    free(cfg->intercom_version);
+    for (size_t i = 0; i < cfg->ncio_events; i++) {
+        free(cfg->cio_event_keys[i]);
+        free(cfg->cio_event_names[i]);
+    }
     for (size_t i = 0; i < cfg->ntokens; i++)
         free(cfg->api_tokens[i]);
     for (size_t i = 0; i < cfg->nchurn_tags; i++)

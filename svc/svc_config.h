@@ -15,6 +15,7 @@
 #define SVC_CONFIG_MAX_TOKENS 64
 #define SVC_CONFIG_MAX_TAGS 64
 #define SVC_CONFIG_MAX_PROFILE_ATTRS 64
+#define SVC_CONFIG_MAX_CIO_EVENTS 64
 
 struct svc_config {
     /* HTTP server */
@@ -37,12 +38,25 @@ struct svc_config {
     char *intercom_secret;       /* NULL: webhooks answer 503 */
     char *intercom_token;        /* NULL: dry run */
     char *intercom_api_url;
+    char *intercom_version;      /* INTERCOM_VERSION: Intercom-Version header ("2.14") */
+    int intercom_rate_limit;     /* INTERCOM_RATE_LIMIT: requests per minute, all replicas,
+                                    enforced per 10-second window as Intercom does */
+    int intercom_timeout_ms;     /* INTERCOM_TIMEOUT_MS: per request */
+    int64_t lookup_ttl;          /* SUPPRESS_LOOKUP_TTL: seconds before an unknown contact
+                                    is looked up again (0: never look up) */
+    int64_t reconcile_interval;  /* SUPPRESS_RECONCILE_INTERVAL: seconds (0: off) */
+    int64_t reconcile_age;       /* SUPPRESS_RECONCILE_AGE: re-check tickets open longer */
 
     /* Customer.io */
     char *cio_site_id;
     char *cio_api_key;
     char *cio_track_url;
     char *cio_webhook_key;
+    int64_t cio_webhook_max_age; /* CIO_WEBHOOK_MAX_AGE: seconds (0: no check) */
+    size_t ncio_events;          /* SUPPRESS_CIO_EVENTS: forwarded "<object>_<metric>" and */
+    char *cio_event_keys[SVC_CONFIG_MAX_CIO_EVENTS];   /* the Intercom event name of each */
+    char *cio_event_names[SVC_CONFIG_MAX_CIO_EVENTS];
+    int cio_email_fallback;      /* SUPPRESS_CIO_EMAIL_FALLBACK=1: no identifiers.id -> email */
     int cio_rate_limit;
     int cio_api_v1;              /* CIO_API=v1: one PUT/POST per item, not /api/v2/batch */
     int cio_timeout_ms;          /* CIO_TIMEOUT_MS: per request */
@@ -87,6 +101,11 @@ int svc_config_parse_redis_url(struct svc_config *cfg, const char *url, char *er
 /* Parses "host:port" ("[::1]:8080" for IPv6). Returns 0 or -1 with `err`. */
 int svc_config_parse_listen(struct svc_config *cfg, const char *value, char *err,
                             size_t errlen);
+
+/* The Intercom event name for a Customer.io `<object_type>_<metric>`, or NULL when that
+ * metric is not forwarded. */
+const char *svc_config_cio_event_name(const struct svc_config *cfg, const char *object_type,
+                                      const char *metric);
 
 /* True when `tag` (any case) is one of the configured churn-risk tags. */
 int svc_config_is_churn_tag(const struct svc_config *cfg, const char *tag);

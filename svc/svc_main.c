@@ -21,6 +21,9 @@ static void usage(FILE *out) {
             "usage: suppressd [--listen HOST:PORT] [--redis-url URL] [--threads N]\n"
             "                 [--log-level debug|info|warn|error]\n"
             "       suppressd check-config   validate the environment and exit\n"
+            "       suppressd backfill [--restart]\n"
+            "                                record every ticket open in Intercom now (resumes an\n"
+            "                                interrupted run unless --restart)\n"
             "       suppressd --version\n"
             "Configuration comes from the environment (see README.md); flags override it.\n");
 }
@@ -61,7 +64,7 @@ static void log_startup(const struct svc_config *cfg) {
 }
 
 int main(int argc, char **argv) {
-    int check_only = 0;
+    int check_only = 0, backfill = 0, restart = 0;
     char err[512];
 
     for (int i = 1; i < argc; i++) {
@@ -76,6 +79,14 @@ int main(int argc, char **argv) {
         }
         if (strcmp(a, "check-config") == 0) {
             check_only = 1;
+            continue;
+        }
+        if (strcmp(a, "backfill") == 0) {
+            backfill = 1;
+            continue;
+        }
+        if (strcmp(a, "--restart") == 0 && backfill) {
+            restart = 1;
             continue;
         }
         const char *var = flag_var(a);
@@ -111,6 +122,12 @@ int main(int argc, char **argv) {
     }
     signal(SIGPIPE, SIG_IGN);
     svc_curl_global_init();
+    if (backfill) {
+        int brc = svc_server_backfill(&cfg, restart);
+        svc_config_free(&cfg);
+        curl_global_cleanup();
+        return brc;
+    }
     log_startup(&cfg);
 
     struct svc_server *srv = svc_server_new(&cfg, err, sizeof(err));

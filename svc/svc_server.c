@@ -25,8 +25,10 @@
 
 #include "api/api_http.h"
 #include "state/state_store.h"
+#include "svc/svc_backfill.h"
 #include "svc/svc_curl.h"
 #include "svc/svc_log.h"
+#include "svc/svc_intercom.h"
 #include "svc/svc_sync.h"
 
 #define FLUSH_MS 100
@@ -40,6 +42,7 @@ struct svc_worker {
     struct api_env env;
     struct svc_curl *curl;       /* outbound HTTP on this loop */
     struct svc_sync *sync;       /* Customer.io delivery on this loop */
+    struct svc_intercom *intercom; /* Intercom jobs on this loop */
     struct event *stop_ev;       /* activated from the main thread on SIGTERM */
     struct event *drain_ev;      /* polls env.inflight while draining */
     long long drain_deadline_ms;
@@ -62,7 +65,8 @@ static long long mono_ms(void) {
 }
 
 /* Opens one listening socket. With reuseport, every loop binds the same port and the kernel
- * spreads connections between them. Returns the fd or -1 with err. */
+ * spreads connections between them. Without it the socket is only bound, never listening:
+ * a probe that the port is free. Returns the fd or -1 with err. */
 static evutil_socket_t listen_socket(const struct svc_config *cfg, int reuseport, char *err,
                                      size_t errlen) {
     struct addrinfo hints, *res = NULL;
@@ -83,7 +87,7 @@ static evutil_socket_t listen_socket(const struct svc_config *cfg, int reuseport
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
-        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || (reuseport && listen(fd, 1024) < 0)) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
                  strerror(errno));
         if (fd >= 0)
@@ -95,16 +99,33 @@ static evutil_socket_t listen_socket(const struct svc_config *cfg, int reuseport
     return fd;
 }
 
+static struct state_store_opts store_opts(const struct svc_config *cfg, const char *name) {
+    struct state_store_opts so = {
+        .host = cfg->redis_host,
+        .port = cfg->redis_port,
+        .user = cfg->redis_user,
+        .password = cfg->redis_password,
+        .db = cfg->redis_db,
+        .timeout_ms = cfg->redis_timeout_ms,
+        .name = name,
+    };
+    return so;
+}
+
 static void teardown(struct svc_worker *w) {
     /* Transfers still running finish as "aborted" (their users stay queued: the lease runs
      * out and another replica takes them). Then Redis: requests still parked on it get
      * 503 from their callbacks, and delivery rounds waiting on it are dropped. */
+    svc_backfill_free(w->env.backfill); /* its cursor stays: the next run resumes */
     svc_curl_free(w->curl);
     w->curl = NULL;
+    w->env.curl = NULL;
     state_store_free(w->env.store);
     w->env.store = NULL;
     svc_sync_free(w->sync);
     w->sync = NULL;
+    svc_intercom_free(w->intercom);
+    w->intercom = NULL;
     w->flush_at_ms = mono_ms() + FLUSH_MS;
 }
 
@@ -114,7 +135,8 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     long long now = mono_ms();
     if (w->env.store != NULL) {
-        if ((w->env.inflight > 0 || !svc_sync_idle(w->sync)) && now < w->drain_deadline_ms)
+        if ((w->env.inflight > 0 || !svc_sync_idle(w->sync) ||
+             !svc_intercom_idle(w->intercom)) && now < w->drain_deadline_ms)
             return;
         if (w->env.inflight > 0)
             svc_log_warn("drain_timeout", "loop", json_integer(w->index),
@@ -137,6 +159,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
         w->bound = NULL;
     }
     svc_sync_stop(w->sync);
+    svc_intercom_stop(w->intercom);
     w->drain_deadline_ms = mono_ms() + w->srv->drain_ms;
     struct timeval tick = {0, 20 * 1000};
     event_add(w->drain_ev, &tick);
@@ -183,15 +206,7 @@ static int worker_init(struct svc_server *srv, struct svc_worker *w, int index, 
     }
     char name[32];
     snprintf(name, sizeof(name), "suppressd-%d-%d", (int)getpid(), index);
-    struct state_store_opts so = {
-        .host = cfg->redis_host,
-        .port = cfg->redis_port,
-        .user = cfg->redis_user,
-        .password = cfg->redis_password,
-        .db = cfg->redis_db,
-        .timeout_ms = cfg->redis_timeout_ms,
-        .name = name,
-    };
+    struct state_store_opts so = store_opts(cfg, name);
     w->env.cfg = cfg;
     w->env.base = w->base;
     w->env.store = state_store_new(w->base, &so);
@@ -201,8 +216,12 @@ static int worker_init(struct svc_server *srv, struct svc_worker *w, int index, 
     w->curl = svc_curl_new(w->base);
     if (w->curl == NULL)
         goto oom;
+    w->env.curl = w->curl;
     w->sync = svc_sync_new(w->base, w->env.store, w->curl, cfg, index);
     if (w->sync == NULL)
+        goto oom;
+    w->intercom = svc_intercom_new(w->base, w->env.store, w->curl, cfg, index);
+    if (w->intercom == NULL)
         goto oom;
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain_tick, w);
@@ -227,7 +246,8 @@ struct svc_server *svc_server_new(const struct svc_config *cfg, char *err, size_
     }
     /* SO_REUSEPORT lets any process of the same user share the port, so a second suppressd
      * started by mistake would silently take part of this one's traffic. Binding once
-     * without it first fails with "Address already in use" when anyone listens there. */
+     * without it first fails with "Address already in use" when anyone listens there (the probe
+     * never listens, so no client can connect to it). */
     evutil_socket_t probe = listen_socket(cfg, 0, err, errlen);
     if (probe < 0) {
         free(srv);
@@ -321,6 +341,7 @@ void svc_server_free(struct svc_server *srv) {
         svc_curl_free(w->curl);
         state_store_free(w->env.store);
         svc_sync_free(w->sync);
+        svc_intercom_free(w->intercom);
         if (w->http)
             evhttp_free(w->http);
         if (w->stop_ev)
@@ -332,4 +353,63 @@ void svc_server_free(struct svc_server *srv) {
     }
     free(srv->workers);
     free(srv);
+}
+
+/*---------------------------------------------------------------------------
+ * `suppressd backfill`
+ *--------------------------------------------------------------------------*/
+
+struct backfill_cli {
+    struct event_base *base;
+    struct svc_backfill *run;
+    int rc;
+};
+
+static void on_backfill(enum svc_backfill_event ev, const char *message, void *arg) {
+    struct backfill_cli *c = arg;
+    if (ev == SVC_BACKFILL_STARTED)
+        return;
+    c->rc = ev == SVC_BACKFILL_DONE ? 0 : 1;
+    (void)message; /* logged by the backfill itself */
+    event_base_loopexit(c->base, NULL);
+}
+
+static void on_backfill_signal(evutil_socket_t sig, short what, void *arg) {
+    struct backfill_cli *c = arg;
+    (void)what;
+    svc_log_warn("backfill_interrupted", "signal", json_integer((json_int_t)sig), "message",
+                 json_string("stopped; the next run resumes from the last recorded page"), NULL);
+    svc_backfill_free(c->run);
+    c->rc = 130;
+    event_base_loopexit(c->base, NULL);
+}
+
+int svc_server_backfill(const struct svc_config *cfg, int restart) {
+    struct backfill_cli c = {0};
+    c.rc = 1;
+    c.base = event_base_new();
+    if (c.base == NULL)
+        return 1;
+    char name[48];
+    snprintf(name, sizeof(name), "suppressd-backfill-%d", (int)getpid());
+    struct state_store_opts so = store_opts(cfg, name);
+    struct state_store *store = state_store_new(c.base, &so);
+    struct svc_curl *curl = svc_curl_new(c.base);
+    struct event *term = evsignal_new(c.base, SIGTERM, on_backfill_signal, &c);
+    struct event *intr = evsignal_new(c.base, SIGINT, on_backfill_signal, &c);
+    if (store != NULL && curl != NULL && term != NULL && intr != NULL) {
+        event_add(term, NULL);
+        event_add(intr, NULL);
+        if (svc_backfill_start(c.base, store, curl, cfg, restart, on_backfill, &c, &c.run) != NULL)
+            event_base_dispatch(c.base);
+    }
+    svc_backfill_free(c.run);
+    svc_curl_free(curl);
+    state_store_free(store);
+    if (term)
+        event_free(term);
+    if (intr)
+        event_free(intr);
+    event_base_free(c.base);
+    return c.rc;
 }

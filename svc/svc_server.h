@@ -18,6 +18,10 @@ struct svc_server *svc_server_new(const struct svc_config *cfg, char *err, size_
  * waiting on Redis finish (at most drain_ms), and returns 0. */
 int svc_server_run(struct svc_server *srv, int drain_ms);
 
+/* `suppressd backfill`: runs one backfill (svc_backfill.h) on a loop of its own and
+ * returns the exit status: 0 done, 1 failed, 130 interrupted (progress is kept). */
+int svc_server_backfill(const struct svc_config *cfg, int restart);
+
 /* Frees the server. svc_server_free(NULL) is a no-op. */
 void svc_server_free(struct svc_server *srv);
 

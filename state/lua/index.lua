@@ -3,6 +3,9 @@
 --
 -- KEYS[1] sd:{pT}:k:<ticket id>   hash: "u:<user>" -> "1", "del" -> deletion time,
 --                                  "v" -> newest known version "state|u|nc|kind|opened|prio"
+-- KEYS[2] sd:{pT}:open            zset: "<kind>:<ticket id>" -> opened_at, the tickets whose
+--                                  newest version is open (reconciliation re-checks the
+--                                  old ones with Intercom's API)
 -- ARGV[1] mode, ARGV[2] now, ARGV[3] TTL seconds once the ticket is closed or deleted
 --   "add" ARGV[4]="1" if closed, ARGV[5]=this delivery's version ("" when it states no
 --         open/closed), ARGV[6..]=owners. Returns {"deleted"} when the ticket was deleted
@@ -15,6 +18,18 @@
 --   "detach" ARGV[4..]=owners to forget.
 --   "move" ARGV[4]=from, ARGV[5]=to: the ticket now belongs to `to` instead of `from`.
 local key, mode, now, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local open_key = KEYS[2]
+local ticket = string.match(key, ':k:(.*)$')
+
+local function track_open(v)
+    local s, u, _, k, o = string.match(v, '^(%a)|(%-?%d+)|(%-?%d+)|(%a)|(%-?%d+)|')
+    redis.call('ZREM', open_key, 'c:' .. ticket, 't:' .. ticket)
+    if s == 'o' or s == 's' then
+        local at = tonumber(o)
+        if not at or at <= 0 then at = tonumber(u) end
+        redis.call('ZADD', open_key, at, k .. ':' .. ticket)
+    end
+end
 
 local function version(v)
     local s, u, nc = string.match(v or '', '^(%a)|(%-?%d+)|(%-?%d+)|')
@@ -33,6 +48,7 @@ if mode == 'add' then
     local result = {'ok'}
     if inc and (not cur or inc.u > cur.u or (inc.u == cur.u and inc.nc >= cur.nc)) then
         redis.call('HSET', key, 'v', ARGV[5])
+        track_open(ARGV[5])
         if ARGV[4] == '1' then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
     elseif cur then
         result = {'newer', cur_v}
@@ -51,6 +67,7 @@ end
 if mode == 'delete' then
     local out = owners()
     local already = redis.call('HSETNX', key, 'del', now) == 0
+    redis.call('ZREM', open_key, 'c:' .. ticket, 't:' .. ticket)
     redis.call('EXPIRE', key, ttl)
     table.insert(out, 1, already and 'already' or 'owners')
     return out

@@ -8,7 +8,11 @@
 --          Otherwise returns {"ok", previous user or ""}.
 --   "force" ARGV[2]=user: record the link unconditionally. Returns {"ok", previous or ""}.
 --   "lookup": returns {"user", <user>} when linked; otherwise marks the contact "?" (its
---          state will live under intercom:<contact id>) and returns {"none"}.
+--          state will live under intercom:<contact id>) and returns {"none"}. With
+--          ARGV[4] = "1" it also queues one Intercom look-up (GET /contacts/{id}) of the
+--          contact, at most once per ARGV[6] seconds (KEYS[2] remembers the last one):
+--          KEYS[2] sd:{pC}:cl:<contact id>, KEYS[3] Intercom job queue sd:{pC}:iq,
+--          KEYS[4] job records sd:{pC}:ij, ARGV[5] now (ms).
 -- ARGV[3] TTL seconds of a link (refreshed on every use).
 local key, mode, ttl = KEYS[1], ARGV[1], tonumber(ARGV[3])
 local cur = redis.call('GET', key)
@@ -18,6 +22,13 @@ if mode == 'lookup' then
         return {'user', cur}
     end
     redis.call('SET', key, '?', 'EX', ttl)
+    if ARGV[4] == '1' and redis.call('SET', KEYS[2], 'queued', 'NX', 'EX', ARGV[6]) then
+        local contact = string.match(key, ':c:(.*)$')
+        local job = 'l:' .. contact
+        redis.call('HSET', KEYS[4], job, cjson.encode({t = 'lookup', contact = contact}))
+        redis.call('ZADD', KEYS[3], 'NX', ARGV[5], job)
+        return {'none', 'queued'}
+    end
     return {'none'}
 end
 if mode == 'link' and cur == '?' then

@@ -2,7 +2,12 @@
 every test, and a factory for services with their own configuration."""
 import pytest
 
-from harness import Redis, Service
+from harness import Redis, Service, free_port
+
+
+def closed_port():
+    """A port nothing listens on (free_port closes its probe socket)."""
+    return free_port()
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +19,12 @@ def redis():
 
 @pytest.fixture(scope="session")
 def svc(redis):
-    s = Service(redis.url).start()
+    # Customer.io "credentials" pointing at a port nothing listens on: every send fails
+    # and is retried, so what the state tests inspect (queued users, their events) stays
+    # in Redis. In dry run the worker would deliver (drop) it within milliseconds, and a
+    # test reading it would race the worker.
+    s = Service(redis.url, env={"CIO_SITE_ID": "held", "CIO_API_KEY": "held",
+                                "CIO_TRACK_URL": f"http://127.0.0.1:{closed_port()}"}).start()
     yield s
     s.stop()
 
