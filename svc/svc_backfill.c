@@ -77,9 +77,24 @@ static void destroy(struct svc_backfill *b) {
     free(b);
 }
 
+/* Gives the lock back if this run still holds it, so the next run needn't wait for it
+ * to expire. Fire and forget: at worst the lock expires on its own (LOCK_MS). */
+static void unlock(struct svc_backfill *b) {
+    static const char script[] =
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+        "return 0";
+    const char *argv[] = {"EVAL", script, "1", LOCK_KEY, b->owner};
+    state_store_command(b->store, NULL, NULL, 5, argv, NULL);
+}
+
 void svc_backfill_free(struct svc_backfill *b) {
     if (b == NULL)
         return;
+    if (b->started) {
+        const char *argv[] = {"HSET", STATE_KEY, "status", "interrupted"};
+        state_store_command(b->store, NULL, NULL, 4, argv, NULL);
+        unlock(b);
+    }
     if (b->slot != NULL && *b->slot == b)
         *b->slot = NULL;
     b->slot = NULL;
@@ -117,6 +132,7 @@ static void fail(struct svc_backfill *b, const char *message) {
     if (b->started) {
         const char *argv[] = {"HSET", STATE_KEY, "status", "failed", "error", msg};
         state_store_command(b->store, NULL, NULL, 6, argv, NULL);
+        unlock(b);
         b->started = 0;
     }
     finish(b, SVC_BACKFILL_FAILED, msg);

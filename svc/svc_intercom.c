@@ -124,6 +124,7 @@ struct job {
     char *body;
     struct event *wait_ev;
     int in_curl;
+    int64_t lease_until_ms;     /* after this another worker may take the job */
 
     /* outcome */
     int retry, uncounted;
@@ -446,6 +447,15 @@ static void on_rate(long wait_ms, void *arg) {
         job_report(j);
         return;
     }
+    if (wait_ms > 0 && (int64_t)state_now_ms() + wait_ms + 500 > j->lease_until_ms) {
+        /* The budget frees up only after this lease ends: hand the job back for then
+         * rather than let another worker lease it meanwhile and send it twice. */
+        j->retry = 1;
+        j->uncounted = 1;
+        j->not_before_ms = (int64_t)state_now_ms() + wait_ms;
+        job_report(j);
+        return;
+    }
     if (wait_ms > 0) {
         svc_metrics_counter_add("suppressd_intercom_rate_limit_waits_total",
                                 "Times an Intercom request waited for the shared "
@@ -597,6 +607,7 @@ static void on_leased(struct state_job *jobs, size_t n, void *arg) {
         if (j == NULL)
             abort();
         j->w = w;
+        j->lease_until_ms = (int64_t)state_now_ms() + w->cfg->sync_lease_ms;
         j->id = strdup(jobs[i].id);
         j->rec = json_loads(jobs[i].record, 0, NULL);
         j->next = w->head;

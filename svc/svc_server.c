@@ -381,7 +381,9 @@ static void on_backfill_signal(evutil_socket_t sig, short what, void *arg) {
                  json_string("stopped; the next run resumes from the last recorded page"), NULL);
     svc_backfill_free(c->run);
     c->rc = 130;
-    event_base_loopexit(c->base, NULL);
+    /* A moment for the lock release and the progress note to reach Redis. */
+    struct timeval flush = {0, 200 * 1000};
+    event_base_loopexit(c->base, &flush);
 }
 
 int svc_server_backfill(const struct svc_config *cfg, int restart) {
