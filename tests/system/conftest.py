@@ -19,14 +19,18 @@ def redis():
 
 @pytest.fixture(scope="session")
 def svc(redis):
-    # Customer.io "credentials" pointing at a port nothing listens on: every send fails
-    # and is retried, so what the state tests inspect (queued users, their events) stays
-    # in Redis. In dry run the worker would deliver (drop) it within milliseconds, and a
-    # test reading it would race the worker.
-    s = Service(redis.url, env={"CIO_SITE_ID": "held", "CIO_API_KEY": "held",
-                                "CIO_TRACK_URL": f"http://127.0.0.1:{closed_port()}"}).start()
+    s = Service(redis.url).start()
     yield s
     s.stop()
+
+
+def held_service(redis_url):
+    """A service whose Customer.io deliveries never succeed (its "credentials" point at a
+    port nothing listens on), so queued users and their events stay in Redis for a test
+    to inspect. In dry run the worker drops them within milliseconds, and a test reading
+    them would race it. Tests that use it override their module's `svc` with it."""
+    return Service(redis_url, env={"CIO_SITE_ID": "held", "CIO_API_KEY": "held",
+                                   "CIO_TRACK_URL": f"http://127.0.0.1:{closed_port()}"})
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,21 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
+from conftest import held_service
 from harness import events_key, queue_key
 from payloads import contact_tag, conversation, ticket
 
 WORKERS = 32
+
+
+@pytest.fixture(scope="module")
+def svc(redis):
+    """This module reads queued events from Redis: deliveries must stay queued."""
+    s = held_service(redis.url).start()
+    yield s
+    s.stop()
 
 
 def post_all(svc, docs):

@@ -4,11 +4,22 @@ import json
 import re
 import time
 
+import pytest
+
+from conftest import held_service
 from harness import events_key, queue_key
 from payloads import (contact_created, contact_tag, conversation, conversation_v1, ticket,
                       ticket_closed_contact_only)
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+@pytest.fixture(scope="module")
+def svc(redis):
+    """This module reads queued events from Redis: deliveries must stay queued."""
+    s = held_service(redis.url).start()
+    yield s
+    s.stop()
 
 
 def post_ok(svc, doc):
