@@ -11,6 +11,8 @@
  *   sd:{pN}:e:<user>     list   Customer.io events waiting to be sent
  *   sd:{pN}:q            zset   users whose Customer.io attributes need a write
  *   sd:{pN}:w            zset   users whose rule windows end at a known time (re-sync then)
+ *   sd:{pN}:r            zset   users waiting out a backoff (ack.lua adds; lease.lua wakes
+ *                               them all at once when Customer.io answers after an outage)
  *   sd:{rl}:<dest>       zset   requests sent in the last second (shared rate limit)
  *   sd:{dlq}:<dest>      stream dead letters
  *   sd:{pT}:k:<ticket>   hash   owners of a ticket

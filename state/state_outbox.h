@@ -8,6 +8,11 @@
  * is removed before Customer.io answered 2xx (or the item went to the dead-letter
  * stream), so a crash at any point delays work and never loses it.
  *
+ * Retries: a user whose send failed with 408/429/5xx or a network error is due again after
+ * a backoff (ack.lua) and waits in its partition's retry set sd:{pN}:r meanwhile; when
+ * Customer.io answers again after an outage, state_outbox_wake makes all of them due at
+ * once, so a long backoff never outlasts the outage by minutes.
+ *
  * Dead letters: one stream per destination, sd:{dlq}:<destination>, each entry the item,
  * the reason and Customer.io's answer; an operator lists and replays them. */
 #ifndef STATE_OUTBOX_H
@@ -54,6 +59,8 @@ struct state_outbox_ack {
     const char *sv;            /* version the identify carried; NULL: identify not done;
                                   "*": done regardless of later changes */
     int retry;                 /* 0: done, 1: retry */
+    int lost;                  /* 1: the lease ran out before everything was sent: only
+                                  the finished events are reported (retry, sv ignored) */
     int paused;                /* retry without counting an attempt */
     int64_t not_before_ms;     /* Retry-After, 0 for none */
     int64_t give_up_ms;        /* retry: dead-letter after this long since the first failure */
@@ -63,7 +70,7 @@ struct state_outbox_ack {
 };
 
 /* Reports n users in one pipelined round. fn gets, per user, the ack.lua status
- * ("done", "queued", "retry", "exhausted") or NULL statuses when Redis failed. */
+ * ("done", "queued", "retry", "exhausted", "lost") or NULL statuses when Redis failed. */
 typedef void state_outbox_acked_fn(const char *const *statuses, size_t n, void *arg);
 int state_outbox_ack(struct state_store *st, const struct state_outbox_ack *acks, size_t n,
                      int64_t now_ms, state_outbox_acked_fn *fn, void *arg);
@@ -85,8 +92,9 @@ typedef void state_outbox_done_fn(int ok, void *arg);
 int state_outbox_dead_letter(struct state_store *st, const struct state_dead_letter *dl,
                              size_t n, state_outbox_done_fn *fn, void *arg);
 
-/* Claims a rate-limit slot: fn(wait_ms) with 0 = go, > 0 = ask again after that long,
- * < 0 = Redis failed. */
+/* Claims a slot of a per-second budget (at most `limit` in any 1.1 s, the tenth being
+ * headroom for the jitter between the grant and the request's arrival): fn(wait_ms) with
+ * 0 = go, > 0 = ask again after that long, < 0 = Redis failed. */
 typedef void state_outbox_rate_fn(long wait_ms, void *arg);
 int state_outbox_rate(struct state_store *st, const char *destination, int limit,
                       const char *member, state_outbox_rate_fn *fn, void *arg);
@@ -95,6 +103,13 @@ int state_outbox_rate(struct state_store *st, const char *destination, int limit
 int state_outbox_rate_window(struct state_store *st, const char *destination, int limit,
                              int window_ms, const char *member, state_outbox_rate_fn *fn,
                              void *arg);
+
+/* Makes every user waiting out a backoff due now (Customer.io is reachable again, or
+ * accepts the credentials again), over all partitions. fn(n) gets the number woken, or -1
+ * when Redis failed; fn may be NULL. Returns 0 or -1 (fn is then not called). */
+typedef void state_outbox_count_fn(long long n, void *arg);
+int state_outbox_wake(struct state_store *st, int64_t now_ms, state_outbox_count_fn *fn,
+                      void *arg);
 
 /* Queues a user for a Customer.io write now (operator resync). */
 int state_outbox_resync(struct state_store *st, const char *uid, state_outbox_done_fn *fn,

@@ -181,6 +181,28 @@ json_t *cio_event(const char *record, const struct cio_taxonomy *t, const char *
     return out;
 }
 
+const char *cio_check_attribute(const char *name, const json_t *value, char *buf,
+                                size_t buflen) {
+    if (strlen(name) > CIO_MAX_ATTR_NAME_BYTES) {
+        snprintf(buf, buflen, "attribute_name_too_long: %.40s... (%zu bytes, limit 150)", name,
+                 strlen(name));
+        return buf;
+    }
+    size_t len = json_is_string(value) ? json_string_length(value) : 0;
+    if (!json_is_string(value) && !json_is_null(value) && !json_is_boolean(value) &&
+        !json_is_number(value)) {
+        char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+        len = text ? strlen(text) : 0;
+        free(text);
+    }
+    if (len > CIO_MAX_ATTR_VALUE_BYTES) {
+        snprintf(buf, buflen, "attribute_value_too_long: %.64s (%zu bytes, limit 1000)", name,
+                 len);
+        return buf;
+    }
+    return NULL;
+}
+
 const char *cio_check_identify(const char *uid, const json_t *attributes, char *buf,
                                size_t buflen) {
     if (strlen(uid) > CIO_MAX_ID_BYTES)
@@ -190,20 +212,9 @@ const char *cio_check_identify(const char *uid, const json_t *attributes, char *
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)(uintptr_t)attributes, key, v) {
-        if (strlen(key) > CIO_MAX_ATTR_NAME_BYTES) {
-            snprintf(buf, buflen, "attribute_name_too_long: %.40s...", key);
-            return buf;
-        }
-        size_t len = json_is_string(v) ? json_string_length(v) : 0;
-        if (!json_is_string(v) && !json_is_null(v) && !json_is_boolean(v) && !json_is_number(v)) {
-            char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-            len = text ? strlen(text) : 0;
-            free(text);
-        }
-        if (len > CIO_MAX_ATTR_VALUE_BYTES) {
-            snprintf(buf, buflen, "attribute_value_too_long: %s (%zu bytes, limit 1000)", key, len);
-            return buf;
-        }
+        const char *bad = cio_check_attribute(key, v, buf, buflen);
+        if (bad != NULL)
+            return bad;
     }
     return NULL;
 }

@@ -72,7 +72,10 @@ int64_t cio_next_window_end(const struct state_user *u, const struct state_rules
 json_t *cio_event(const char *record, const struct cio_taxonomy *t, const char **why);
 
 /* Checks an identify's attributes and the id against Customer.io's limits. Returns NULL
- * when fine, else a reason ("id_too_long", "attribute_value_too_long: plan", ...) in buf. */
+ * when fine, else a reason ("id_too_long: ...", "attribute_value_too_long: plan (1500
+ * bytes, limit 1000)", ...), in buf or static. cio_check_attribute checks one attribute. */
+const char *cio_check_attribute(const char *name, const json_t *value, char *buf,
+                                size_t buflen);
 const char *cio_check_identify(const char *uid, const json_t *attributes, char *buf,
                                size_t buflen);
 const char *cio_check_event(const json_t *event, char *buf, size_t buflen);

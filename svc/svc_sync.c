@@ -4,13 +4,33 @@
  *   2xx (and no per-item error)       sent: events leave the list, the user the queue
  *   per-item error in a 207/200       that item is a dead letter; the rest are sent
  *   other 4xx (400, 404, 413, ...)    the request's items are dead letters
- *   408, 429, 5xx, network, timeout   retried with backoff (Retry-After honoured) for
+ *   408, 429, 5xx, network, timeout   retried with backoff (Retry-After and
+ *                                     X-RateLimit-Reset honoured) for
  *                                     SUPPRESS_SYNC_GIVE_UP, then dead letters
  *   401, 403                          delivery pauses (nothing dead-lettered), /readyz
  *                                     says "unauthorized", a probe resumes it
- * Without credentials every request is logged (dry run) and counted as sent. */
+ *   limits (checked before sending)   the item is a dead letter; a copied profile
+ *                                     attribute over a limit is left out of the identify
+ *                                     (and dead-lettered) so the support attributes go
+ *   lease nearly out (rate-limit wait) not sent; the next lease sends it (below)
+ * Without credentials every request is logged (dry run) and counted as sent.
+ *
+ * Outages. A 5xx or network failure makes the next tick probe Customer.io
+ * (GET /api/v1/accounts/region); if the probe fails too, Customer.io is down and is
+ * probed every SUPPRESS_SYNC_PROBE_MS. The first answer after that (probe or send) wakes
+ * every user backing off (state_outbox_wake): however long their backoff has grown,
+ * delivery resumes within one probe interval of Customer.io's return. A probe that
+ * succeeds at once (one bad batch, not an outage) wakes nobody, so a failing user keeps
+ * its own backoff. The 401/403 pause ends the same way.
+ *
+ * Leases. A round may wait for the shared rate limit. A request whose slot would come
+ * when less than min(CIO_TIMEOUT_MS + 1 s, lease / 2) of the lease is left is not sent:
+ * another worker may take the user once the lease runs out, and must not find it still
+ * in flight here. Its user is reported "lost" (only its finished events leave the list);
+ * the next lease sends the rest. */
 #include "svc/svc_sync.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,18 +57,25 @@
  * Process-wide delivery status (all loops share one Customer.io workspace)
  *--------------------------------------------------------------------------*/
 
+enum { REACHABLE = 0, SUSPECT, DOWN };
+
 static atomic_int paused;              /* 401/403 seen, not yet cleared by a probe */
+static atomic_int reach = REACHABLE;   /* SUSPECT: a send failed (5xx, network) and a
+                                          probe will tell; DOWN: a probe failed too */
 static atomic_int probe_inflight;
 static atomic_llong next_probe_ms;
 static atomic_int dry_run = -1;
-static char pause_reason[160];         /* written only while setting `paused` */
-static char status_buf[200];
+static pthread_mutex_t reason_lock = PTHREAD_MUTEX_INITIALIZER;
+static char pause_reason[160];         /* under reason_lock */
 
 const char *svc_sync_status(void) {
+    static _Thread_local char status_buf[200];
     if (atomic_load(&dry_run) == 1)
         return "dry_run";
     if (atomic_load(&paused)) {
+        pthread_mutex_lock(&reason_lock);
         snprintf(status_buf, sizeof(status_buf), "unauthorized: %s", pause_reason);
+        pthread_mutex_unlock(&reason_lock);
         return status_buf;
     }
     return "live";
@@ -73,10 +100,11 @@ static void count(const char *family, const char *help, const char *labels, uint
  * Rounds, requests, items
  *--------------------------------------------------------------------------*/
 
-enum item_state { IT_PENDING = 0, IT_OK, IT_DEAD, IT_RETRY, IT_PAUSE, IT_DROPPED };
+enum item_state { IT_PENDING = 0, IT_OK, IT_DEAD, IT_RETRY, IT_PAUSE, IT_DROPPED, IT_LOST };
 
 struct item {
-    int event;                 /* -1: the identify; else index in the user's events */
+    int event;                 /* -1: the identify; -2: a profile attribute left out of it
+                                  (a dead letter); else index in the user's events */
     enum item_state state;
     char *payload;             /* what is sent (JSON) */
     char *reason;              /* dead letter reason */
@@ -118,6 +146,7 @@ struct round {
     struct request *reqs;
     size_t pending;            /* requests not yet answered */
     int64_t now;               /* unix seconds when the round read its users */
+    long long lease_end;       /* monotonic ms when the users' lease runs out */
     int phase;                 /* 0 sending, 1 dead-lettering, 2 acking */
     int counted;               /* item metrics recorded */
     int final_pass;            /* reporting users whose retries ran out */
@@ -134,6 +163,7 @@ struct svc_sync {
     unsigned next_partition;
     unsigned empty_partitions;  /* consecutive partitions found with nothing due */
     int leasing;                /* a lease/read is in flight */
+    long long lease_start;      /* monotonic ms when the lease in flight was asked for */
     int rounds;
     struct round *head;
     int stopping;
@@ -206,6 +236,35 @@ static char *dumps(const json_t *j) {
     return t;
 }
 
+/* Leaves out of the identify every copied profile attribute Customer.io would refuse
+ * (too long a name or value): each becomes a dead letter of its own (items from index
+ * `first`), and the support attributes still go. Returns how many were left out. */
+static size_t drop_bad_profile_attributes(struct ruser *ru, const json_t *profile,
+                                          size_t first) {
+    const char *key;
+    json_t *v;
+    void *tmp;
+    size_t n = 0;
+    char why[256];
+    json_object_foreach_safe(ru->attrs, tmp, key, v) {
+        /* Only the profile's own values: the support attributes win a name clash. */
+        if (json_object_get(profile, key) != v)
+            continue;
+        const char *bad = cio_check_attribute(key, v, why, sizeof(why));
+        if (bad == NULL)
+            continue;
+        struct item *it = &ru->items[first + n++];
+        json_t *one = json_object();
+        json_object_set(one, key, v);
+        it->event = -2;
+        it->payload = dumps(one);
+        json_decref(one);
+        item_dead(it, bad, 0, "");
+        json_object_del(ru->attrs, key);
+    }
+    return n;
+}
+
 /* Prepares one user's items: the identify and its events, each checked against
  * Customer.io's limits. */
 static void prepare_user(struct svc_sync *s, struct round *r, size_t i) {
@@ -215,10 +274,13 @@ static void prepare_user(struct svc_sync *s, struct round *r, size_t i) {
     char why[256];
     ru->u = u;
     ru->nitems = 1 + u->nevents;
-    ru->items = calloc(ru->nitems, sizeof(struct item));
+    /* Room for the profile attributes that may be left out (after the events). */
+    ru->items = calloc(ru->nitems + json_object_size(u->profile), sizeof(struct item));
     if (ru->items == NULL)
         abort();
     ru->attrs = cio_attributes(&u->user, u->profile, &cfg->rules, r->now);
+    if (u->profile != NULL && strncmp(u->uid, "intercom:", 9) != 0)
+        ru->nitems += drop_bad_profile_attributes(ru, u->profile, ru->nitems);
     struct item *id = &ru->items[0];
     id->event = -1;
     id->payload = dumps(ru->attrs);
@@ -399,13 +461,66 @@ static void on_item_error(size_t index, const char *message, void *arg) {
 }
 
 static void pause_delivery(const char *why) {
-    if (!atomic_exchange(&paused, 1)) {
+    pthread_mutex_lock(&reason_lock);
+    int was = atomic_load(&paused);
+    if (!was) {
         snprintf(pause_reason, sizeof(pause_reason), "%s", why);
+        atomic_store(&paused, 1);
+    }
+    pthread_mutex_unlock(&reason_lock);
+    if (!was) {
         svc_log_error("cio_unauthorized", "message",
                       json_string("Customer.io refused the credentials; delivery paused until "
                                   "a probe succeeds (check CIO_SITE_ID, CIO_API_KEY, CIO_REGION)"),
                       "detail", json_string(why), NULL);
     }
+}
+
+static void on_woken(long long n, void *arg) {
+    (void)arg;
+    if (n > 0)
+        svc_log_info("cio_retries_woken", "users", json_integer(n), NULL);
+}
+
+/* Customer.io answers again after an outage or a credential pause: every user backing
+ * off is due now. */
+static void wake_all(struct svc_sync *s) {
+    count("suppressd_cio_wakes_total",
+          "Times delivery resumed after an outage or a credential pause.", "", 1);
+    if (state_store_ready(s->store))
+        state_outbox_wake(s->store, (int64_t)state_now_ms(), on_woken, NULL);
+}
+
+/* A send or probe that reached Customer.io (any HTTP answer but 408/429/5xx). */
+static void note_reachable(struct svc_sync *s) {
+    if (atomic_load(&reach) == REACHABLE)
+        return;
+    if (atomic_exchange(&reach, REACHABLE) == DOWN) {
+        svc_log_info("cio_reachable", "message",
+                     json_string("Customer.io answers again; retrying every waiting user now"),
+                     NULL);
+        wake_all(s);
+    }
+}
+
+#define MAX_RETRY_WAIT_MS (300 * 1000LL) /* Retry-After / X-RateLimit-Reset honoured up to */
+
+/* When a retryable answer allows the next attempt, in unix ms (0: no constraint). */
+static long long retry_not_before(const struct svc_http_result *res) {
+    long long now = (long long)state_now_ms(), at = 0;
+    if (res->retry_after >= 0)
+        at = now + res->retry_after * 1000LL;
+    if (res->ratelimit_reset > 0) {
+        /* Unix seconds, or (a small number) seconds from now. */
+        long long reset = res->ratelimit_reset < 1000000000LL
+                              ? now + res->ratelimit_reset * 1000LL
+                              : res->ratelimit_reset * 1000LL;
+        if (reset > at)
+            at = reset;
+    }
+    if (at > now + MAX_RETRY_WAIT_MS)
+        at = now + MAX_RETRY_WAIT_MS;
+    return at;
 }
 
 static void on_response(const struct svc_http_result *res, void *arg) {
@@ -414,9 +529,13 @@ static void on_response(const struct svc_http_result *res, void *arg) {
     long status = res->status;
     long long not_before = 0;
     const char *outcome;
-    if (res->retry_after >= 0)
-        not_before = (long long)state_now_ms() + res->retry_after * 1000LL;
 
+    if (status == 0 || status >= 500) {
+        int was = REACHABLE;
+        atomic_compare_exchange_strong(&reach, &was, SUSPECT);
+    } else if (status != 408 && status != 429) {
+        note_reachable(r->s);
+    }
     if (status >= 200 && status < 300) {
         outcome = "sent";
         if (!r->s->cfg->cio_api_v1) {
@@ -441,6 +560,7 @@ static void on_response(const struct svc_http_result *res, void *arg) {
         if (status == 0)
             svc_log_warn("cio_request_failed", "url", json_string(q->url),
                          "error", json_string(res->error ? res->error : "unknown"), NULL);
+        not_before = retry_not_before(res);
         for (size_t i = 0; i < q->nrefs; i++) {
             struct item *it = &r->ru[q->refs[i].user].items[q->refs[i].item];
             it->state = IT_RETRY;
@@ -469,10 +589,34 @@ static void on_rate_wait(evutil_socket_t fd, short what, void *arg) {
     send_request(arg);
 }
 
+/* Gives the request up without sending it: its lease runs out too soon (see the file
+ * comment). */
+static void lose_request(struct request *q) {
+    struct round *r = q->r;
+    for (size_t i = 0; i < q->nrefs; i++)
+        r->ru[q->refs[i].user].items[q->refs[i].item].state = IT_LOST;
+    count(M_REQ, M_REQ_HELP, "outcome=\"lease_expired\"", 1);
+    if (--r->pending == 0)
+        round_finish(r);
+}
+
+/* The last moment (monotonic ms) a request of round r may go out. */
+static long long send_deadline(const struct round *r) {
+    const struct svc_config *cfg = r->s->cfg;
+    long long guard = (long long)cfg->cio_timeout_ms + 1000;
+    if (guard > cfg->sync_lease_ms / 2)
+        guard = cfg->sync_lease_ms / 2;
+    return r->lease_end - guard;
+}
+
 static void on_rate(long wait_ms, void *arg) {
     struct request *q = arg;
     struct round *r = q->r;
     struct svc_sync *s = r->s;
+    if (wait_ms >= 0 && mono_ms() + wait_ms > send_deadline(r)) {
+        lose_request(q);
+        return;
+    }
     if (wait_ms < 0) {
         /* Redis is gone: the lease will run out and the work be retaken. */
         for (size_t i = 0; i < q->nrefs; i++)
@@ -540,9 +684,16 @@ static int item_finished(const struct item *it) {
 
 static void on_dead_lettered(int ok, void *arg) {
     struct round *r = arg;
-    if (!ok)
+    if (!ok) {
+        /* Acking now would drop items that are in no dead letter: report nothing, and let
+         * the lease run out so the whole round is redone. */
         svc_log_error("dead_letter_failed", "message",
                       json_string("could not record dead letters; the items stay queued"), NULL);
+        struct svc_sync *s = r->s;
+        round_free(r);
+        schedule(s, IDLE_MS);
+        return;
+    }
     r->phase = 2;
     round_finish(r);
 }
@@ -605,9 +756,10 @@ static void round_finish(struct round *r) {
             a->finished = fin[i];
             a->give_up_ms = s->cfg->sync_give_up_s * 1000;
             a->window_end_ms = cio_next_window_end(&ru->u->user, &s->cfg->rules, r->now) * 1000;
-            int pause_only = 1;
+            int pause_only = 1, lost = 0;
             for (size_t j = 0; j < ru->nitems; j++) {
                 struct item *it = &ru->items[j];
+                lost |= it->state == IT_LOST;
                 if (it->state == IT_OK)
                     sent++;
                 if (it->state == IT_RETRY || it->state == IT_PAUSE) {
@@ -629,6 +781,13 @@ static void round_finish(struct round *r) {
             if (a->retry && pause_only) {
                 a->paused = 1;
                 a->not_before_ms = (long long)state_now_ms() + s->cfg->sync_probe_ms;
+            }
+            if (lost && !ru->exhausted) {
+                /* Part of its work was not sent (its lease ran out): only the finished
+                 * events are reported; the lease running out makes it due again. */
+                a->lost = 1;
+                a->retry = 0;
+                a->sv = NULL;
             }
         }
         if (!r->counted) {
@@ -731,6 +890,7 @@ static void on_read(struct state_outbox_user *users, size_t n, void *arg) {
     r->nall = n;
     r->nusers = n;
     r->now = (int64_t)time(NULL);
+    r->lease_end = s->lease_start + s->cfg->sync_lease_ms;
     r->ru = calloc(n, sizeof(*r->ru));
     if (r->ru == NULL)
         abort();
@@ -777,16 +937,33 @@ static void on_leased(char **uids, size_t n, void *arg) {
 }
 
 static void on_probe(const struct svc_http_result *res, void *arg) {
-    (void)arg;
+    struct svc_sync *s = arg;
     atomic_store(&probe_inflight, 0);
-    if (res->status >= 200 && res->status < 300) {
+    if (s->stopping)
+        return; /* aborted at shutdown: says nothing about Customer.io */
+    long status = res->status;
+    if (status == 0 || status == 408 || status == 429 || status >= 500) {
+        if (atomic_exchange(&reach, DOWN) != DOWN)
+            svc_log_warn("cio_unreachable", "message",
+                         json_string("Customer.io does not answer; sends back off and resume "
+                                     "as soon as a probe gets through"),
+                         "status", json_integer(status),
+                         "error", json_string(res->error ? res->error : ""), NULL);
+        return;
+    }
+    int was_down = atomic_load(&reach) == DOWN;
+    if (status >= 200 && status < 300 && atomic_load(&paused)) {
         atomic_store(&paused, 0);
         svc_log_info("cio_resumed", "message",
                      json_string("Customer.io accepted the credentials; delivery resumed"), NULL);
+        if (!was_down)
+            wake_all(s);
     }
+    note_reachable(s);
 }
 
-/* While paused, one loop at a time asks Customer.io whether the credentials work now. */
+/* While paused or while Customer.io seems down, one loop at a time asks Customer.io
+ * whether it answers and accepts the credentials now. */
 static void maybe_probe(struct svc_sync *s) {
     long long now = mono_ms();
     if (now < atomic_load(&next_probe_ms) || atomic_exchange(&probe_inflight, 1))
@@ -796,9 +973,23 @@ static void maybe_probe(struct svc_sync *s) {
     char userpwd[512];
     snprintf(userpwd, sizeof(userpwd), "%s:%s", s->cfg->cio_site_id, s->cfg->cio_api_key);
     struct svc_http_request rq = {"GET", url, NULL, 0, NULL, userpwd, s->cfg->cio_timeout_ms};
-    if (svc_curl_start(s->curl, &rq, on_probe, NULL) < 0)
+    if (svc_curl_start(s->curl, &rq, on_probe, s) < 0)
         atomic_store(&probe_inflight, 0);
     free(url);
+}
+
+/* Users leased per partition. v2 sends up to SUPPRESS_SYNC_BATCH users per request; v1
+ * sends a request per item (two or more per user), so there a round takes no more users
+ * than the rate limit lets it send within about half its lease. */
+static size_t lease_max(const struct svc_config *cfg) {
+    long long n = cfg->sync_batch;
+    if (cfg->cio_api_v1 && cfg->cio_site_id != NULL) {
+        long long budget = (long long)cfg->cio_rate_limit * cfg->sync_lease_ms / 1000 / 2;
+        long long per = budget / (PARTITIONS_PER_ROUND * 2);
+        if (per < n)
+            n = per < 1 ? 1 : per;
+    }
+    return (size_t)n;
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
@@ -812,6 +1003,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
         schedule(s, IDLE_MS);
         return;
     }
+    if (atomic_load(&reach) != REACHABLE && !s->dry)
+        maybe_probe(s); /* and go on: users whose backoff ended still try themselves */
     if (!state_store_ready(s->store)) {
         schedule(s, IDLE_MS);
         return;
@@ -819,8 +1012,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     unsigned first = s->next_partition;
     s->next_partition = (s->next_partition + PARTITIONS_PER_ROUND) % STATE_PARTITIONS;
     s->leasing = 1;
+    s->lease_start = mono_ms();
     if (state_outbox_lease(s->store, first, PARTITIONS_PER_ROUND, (int64_t)state_now_ms(),
-                           s->cfg->sync_lease_ms, (size_t)s->cfg->sync_batch, on_leased, s) < 0) {
+                           s->cfg->sync_lease_ms, lease_max(s->cfg), on_leased, s) < 0) {
         s->leasing = 0;
         schedule(s, IDLE_MS);
     }

@@ -80,6 +80,7 @@ POST /_control/fail_next   {"n","status"=429,"body","headers"}
 POST /_control/fail_for    {"seconds","status"=503,"body","headers"}
 POST /_control/delay_next  {"n","seconds","process_first"=true}
 POST /_control/drop_next   {"n","reset"=false}
+POST /_control/hold_next   {"n"}
 POST /_control/reject      {"identifier","status"=400,"message"}
 POST /_control/unreject    {"identifier"}
 POST /_control/credentials {"site_id","api_key"}
@@ -100,6 +101,7 @@ import http
 import http.server
 import json
 import re
+import select
 import signal
 import socket
 import struct
@@ -344,6 +346,7 @@ class CioSim:
         self._fail_for_answer = None
         self._delay_queue = collections.deque()   # (seconds, process_first)
         self._drop_queue = collections.deque()    # reset flag
+        self._hold = 0                            # requests to hold unanswered
         self._rejected = {}                       # identifier -> (status, message)
         self._rate = None                         # (max_requests, per_seconds)
         self._rate_times = collections.deque()
@@ -428,6 +431,18 @@ class CioSim:
         answer (FIN, or RST with reset=True): a network error for the client."""
         with self._lock:
             self._drop_queue.extend([reset] * n)
+
+    def hold_next(self, n):
+        """The next n API requests are read and then neither processed nor answered: the
+        connection is held until the client closes it (or stop()), then closed. A request
+        in flight when the client dies (rec["fault"] == "hold")."""
+        with self._lock:
+            self._hold += n
+
+    def held(self):
+        """The requests currently or formerly held by hold_next."""
+        with self._lock:
+            return [r for r in self.requests if r["fault"] == "hold"]
 
     def reject_identifier(self, identifier, status=400, message=None):
         """Every operation about `identifier` fails: v1 gets `status` with a meta.errors
@@ -531,6 +546,14 @@ class CioSim:
                "json": parsed, "status": None, "fault": None, "delay": 0.0}
         with self._lock:
             self.requests.append(rec)
+            hold = self._hold > 0
+            if hold:
+                self._hold -= 1
+                rec["fault"] = "hold"
+        if hold:
+            self._hold_until_closed(h)
+            return
+        with self._lock:
             if self._drop_queue:
                 rec["fault"] = "drop"
                 reset = self._drop_queue.popleft()
@@ -553,6 +576,18 @@ class CioSim:
             h._send(ans)
         except OSError:
             h.close_connection = True
+
+    def _hold_until_closed(self, h):
+        """Waits until the client closed the connection (EOF or error) or stop()."""
+        conn = h.connection
+        while not self._stopping.is_set():
+            try:
+                r, _, _ = select.select([conn], [], [], 0.05)
+                if r and conn.recv(1, socket.MSG_PEEK) == b"":
+                    break
+            except (OSError, ValueError):
+                break
+        h._drop(False)
 
     def _answer(self, h, body, rec):
         with self._lock:
@@ -930,6 +965,8 @@ class CioSim:
             elif name == "delay_next":
                 self.delay_next(int(args.get("n", 1)), float(args["seconds"]),
                                 bool(args.get("process_first", True)))
+            elif name == "hold_next":
+                self.hold_next(int(args.get("n", 1)))
             elif name == "drop_next":
                 self.drop_connection_next(int(args.get("n", 1)), bool(args.get("reset")))
             elif name == "reject":
