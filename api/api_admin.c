@@ -80,12 +80,12 @@ static void on_stats(const struct state_outbox_stats *s, void *arg) {
     } else {
         int64_t now = (int64_t)state_now_ms();
         json_t *d = json_object();
-    json_object_set_new(d, "depth", json_integer(s->depth));
-    /* Due times of leased users lie in the future; only past-due work has an age. */
-    json_object_set_new(d, "oldest_age_seconds",
-                        json_real(s->oldest_due_ms > 0 && s->oldest_due_ms < now
-                                      ? (double)(now - s->oldest_due_ms) / 1000.0
-                                      : 0.0));
+        /* Due times of leased users lie in the future; only past-due work has an age. */
+        double age = s->oldest_due_ms > 0 && s->oldest_due_ms < now
+                         ? (double)(now - s->oldest_due_ms) / 1000.0
+                         : 0.0;
+        json_object_set_new(d, "depth", json_integer(s->depth));
+        json_object_set_new(d, "oldest_age_seconds", json_real(age));
         json_object_set_new(d, "dead_letters", json_integer(s->dead_letters));
         int cio = strcmp(name, "customerio") == 0;
         json_object_set_new(d, "status",
@@ -97,6 +97,8 @@ static void on_stats(const struct state_outbox_stats *s, void *arg) {
                               labels, (double)s->depth);
         svc_metrics_gauge_set("suppressd_dead_letters", "Dead letters stored, by destination.",
                               labels, (double)s->dead_letters);
+        svc_metrics_gauge_set("suppressd_queue_oldest_age_seconds",
+                              "How long the most overdue queued user has been due.", labels, age);
     }
     if (q->done < q->n && !q->failed &&
         state_outbox_stats(q->call->env->store, q->dest[q->done], on_stats, q) == 0)
@@ -211,6 +213,15 @@ void api_admin(struct api_call *call, const char *rest) {
         if (cmd == EVHTTP_REQ_GET) {
             KEEP_OR_503(call, kept, svc_backfill_status(st, on_backfill_status, kept));
         } else if (cmd == EVHTTP_REQ_POST) {
+            if (call->env->cfg->intercom_token == NULL) {
+                api_reply_error(call, 409, "not_configured",
+                                "INTERCOM_ACCESS_TOKEN is not set: nothing to read from");
+                goto out;
+            }
+            if (!state_store_ready(st)) {
+                api_reply_error(call, 503, "unavailable", "the state store is unavailable");
+                goto out;
+            }
             if (call->env->backfill != NULL) {
                 api_reply_error(call, 409, "backfill_running", "a backfill is already running");
                 goto out;
@@ -294,6 +305,9 @@ void api_admin(struct api_call *call, const char *rest) {
         }
         if (api_valid_user_id(uid, idlen, &why) < 0) {
             api_reply_error(call, 400, "invalid_user_id", why);
+        } else if (strcmp(dest, "customerio") != 0) {
+            api_reply_error(call, 400, "unknown_destination",
+                            "resync writes Customer.io attributes: destination must be customerio");
         } else if (strncmp(uid, "intercom:", 9) == 0) {
             api_reply_error(call, 400, "invalid_user_id",
                             "intercom: identities are never written to Customer.io");

@@ -98,7 +98,11 @@ void svc_backfill_free(struct svc_backfill *b) {
     if (b->slot != NULL && *b->slot == b)
         *b->slot = NULL;
     b->slot = NULL;
+    /* The owner learns it ended (an admin request still waiting gets its answer). */
+    svc_backfill_fn *fn = b->fn;
     b->fn = NULL;
+    if (fn != NULL)
+        fn(SVC_BACKFILL_FAILED, "interrupted: the backfill was stopped", b->arg);
     if (b->pending_redis > 0 || b->in_curl || b->napply > b->applied) {
         /* Replies are still due: they find the run dead and free it. */
         b->dead = 1;

@@ -44,7 +44,8 @@ struct svc_backfill *svc_backfill_start(struct event_base *base, struct state_st
                                         int restart, svc_backfill_fn *fn, void *arg,
                                         struct svc_backfill **slot);
 
-/* Cancels a run without calling fn (the saved cursor stays: the next run resumes). */
+/* Cancels a run; fn gets one last FAILED "interrupted..." call. The saved cursor stays:
+ * the next run resumes. */
 void svc_backfill_free(struct svc_backfill *b);
 
 /* Reads the saved progress: fn gets a JSON object (borrowed) or NULL on Redis failure. */

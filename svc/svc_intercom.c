@@ -35,11 +35,14 @@ static atomic_int probe_inflight;
 static atomic_llong next_probe_ms;
 static atomic_int dry_run = -1;
 static char pause_reason[160];
-static char status_buf[200];
+static _Thread_local char status_buf[200];
 
 const char *svc_intercom_status(void) {
-    if (atomic_load(&dry_run) == 1)
+    int dry = atomic_load(&dry_run);
+    if (dry == 1)
         return "dry_run";
+    if (dry < 0)
+        return "starting";
     if (atomic_load(&paused)) {
         snprintf(status_buf, sizeof(status_buf), "unauthorized: %s", pause_reason);
         return status_buf;

@@ -116,7 +116,6 @@ static void teardown(struct svc_worker *w) {
     /* Transfers still running finish as "aborted" (their users stay queued: the lease runs
      * out and another replica takes them). Then Redis: requests still parked on it get
      * 503 from their callbacks, and delivery rounds waiting on it are dropped. */
-    svc_backfill_free(w->env.backfill); /* its cursor stays: the next run resumes */
     svc_curl_free(w->curl);
     w->curl = NULL;
     w->env.curl = NULL;
@@ -160,6 +159,9 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
     }
     svc_sync_stop(w->sync);
     svc_intercom_stop(w->intercom);
+    /* A backfill stops here, not at teardown, so its lock release and progress note
+     * reach Redis during the drain. Its cursor stays: the next run resumes. */
+    svc_backfill_free(w->env.backfill);
     w->drain_deadline_ms = mono_ms() + w->srv->drain_ms;
     struct timeval tick = {0, 20 * 1000};
     event_add(w->drain_ev, &tick);
@@ -363,11 +365,12 @@ struct backfill_cli {
     struct event_base *base;
     struct svc_backfill *run;
     int rc;
+    int interrupted;
 };
 
 static void on_backfill(enum svc_backfill_event ev, const char *message, void *arg) {
     struct backfill_cli *c = arg;
-    if (ev == SVC_BACKFILL_STARTED)
+    if (ev == SVC_BACKFILL_STARTED || c->interrupted)
         return;
     c->rc = ev == SVC_BACKFILL_DONE ? 0 : 1;
     (void)message; /* logged by the backfill itself */
@@ -377,6 +380,7 @@ static void on_backfill(enum svc_backfill_event ev, const char *message, void *a
 static void on_backfill_signal(evutil_socket_t sig, short what, void *arg) {
     struct backfill_cli *c = arg;
     (void)what;
+    c->interrupted = 1;
     svc_log_warn("backfill_interrupted", "signal", json_integer((json_int_t)sig), "message",
                  json_string("stopped; the next run resumes from the last recorded page"), NULL);
     svc_backfill_free(c->run);

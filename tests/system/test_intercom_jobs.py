@@ -18,6 +18,9 @@ import pytest
 from harness import BIN, wait_for
 from intercom_sim import IntercomSim
 from payloads import conversation, ticket, ticket_closed_contact_only
+# A Redis of this module's own: the session service runs an Intercom worker on the
+# shared one and would take these tests' jobs.
+from sync_helpers import redis  # noqa: F401 (fixture)
 
 TOKEN = "ic-token-1"
 CIO_KEY = "cio-webhook-key"

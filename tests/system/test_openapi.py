@@ -25,6 +25,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from harness import ROOT, Redis, sign, wait_for
+from intercom_sim import IntercomSim
 import payloads
 
 try:  # jsonschema >= 4.18
@@ -42,20 +43,22 @@ ONE_MIB = 1 << 20
 DEFAULT_CAMPAIGNS = ("commercial", "expansion", "renewal", "feature_adoption")
 CIO_KEY = "cio-signing-key-openapi"
 TOKENS = ("tok-openapi-a", "tok-openapi-b")
+INTERCOM_TOKEN = "ic-token-openapi"
 
 # Operations (path template, METHOD) this file does not reach, and why. Empty: every
 # operation in the document is driven below.
 NOT_EXERCISED = {}
 
 # Documented statuses that must have been observed by the end of the run; the statuses a
-# run cannot produce (500 out of memory, 200 of POST /webhooks/customerio while the
-# service does not implement it, ...) are reported, not required.
+# run cannot produce (500 out of memory, ...) are reported, not required.
 REQUIRED_STATUSES = {
     ("/webhooks/intercom", "HEAD", 200),
     ("/webhooks/intercom", "POST", 200), ("/webhooks/intercom", "POST", 400),
     ("/webhooks/intercom", "POST", 401), ("/webhooks/intercom", "POST", 413),
     ("/webhooks/intercom", "POST", 503),
-    ("/webhooks/customerio", "POST", 401), ("/webhooks/customerio", "POST", 503),
+    ("/webhooks/customerio", "POST", 200), ("/webhooks/customerio", "POST", 400),
+    ("/webhooks/customerio", "POST", 401), ("/webhooks/customerio", "POST", 413),
+    ("/webhooks/customerio", "POST", 503),
     ("/v1/users/{user_id}", "GET", 200), ("/v1/users/{user_id}", "GET", 400),
     ("/v1/users/{user_id}", "GET", 401), ("/v1/users/{user_id}", "GET", 503),
     ("/v1/users/{user_id}/suppression", "GET", 200),
@@ -69,6 +72,17 @@ REQUIRED_STATUSES = {
     ("/readyz", "GET", 200), ("/readyz", "GET", 503),
     ("/readyz", "HEAD", 200), ("/readyz", "HEAD", 503),
     ("/metrics", "GET", 200),
+    ("/v1/admin/queue", "GET", 200), ("/v1/admin/queue", "GET", 400),
+    ("/v1/admin/queue", "GET", 401), ("/v1/admin/queue", "GET", 503),
+    ("/v1/admin/dead-letters", "GET", 200), ("/v1/admin/dead-letters", "GET", 400),
+    ("/v1/admin/dead-letters/replay", "POST", 200),
+    ("/v1/admin/dead-letters/{dead_letter_id}/replay", "POST", 200),
+    ("/v1/admin/dead-letters/{dead_letter_id}/replay", "POST", 404),
+    ("/v1/admin/backfill", "GET", 200), ("/v1/admin/backfill", "GET", 400),
+    ("/v1/admin/backfill", "GET", 401), ("/v1/admin/backfill", "GET", 503),
+    ("/v1/admin/backfill", "POST", 202), ("/v1/admin/backfill", "POST", 400),
+    ("/v1/admin/backfill", "POST", 401), ("/v1/admin/backfill", "POST", 409),
+    ("/v1/admin/backfill", "POST", 413), ("/v1/admin/backfill", "POST", 503),
 }
 
 
@@ -450,6 +464,16 @@ def driver(request):
     STARTED.add(request.node.name)
 
 
+@pytest.fixture
+def own_redis():
+    """A Redis of the test's own. The session's default service shares the session Redis
+    and runs an Intercom worker (in dry run) on it: it would take the Intercom jobs a test
+    means for its own service."""
+    r = Redis().start()
+    yield r
+    r.stop()
+
+
 # --------------------------------------------------------------------------- operations
 
 def test_operations_endpoints(svc, driver):
@@ -457,6 +481,7 @@ def test_operations_endpoints(svc, driver):
     call(svc, "HEAD", "/healthz", expect=200)
     ready = call(svc, "GET", "/readyz", expect=200).doc
     assert ready["checks"]["customerio"] == "dry_run", ready  # no CIO credentials here
+    assert ready["checks"]["intercom"] == "dry_run", ready    # nor an Intercom token
     call(svc, "HEAD", "/readyz", expect=200)
     text = call(svc, "GET", "/metrics", expect=200).doc
     assert "# TYPE suppressd_http_requests_total counter" in text, text[:500]
@@ -672,6 +697,16 @@ def test_intercom_webhook_without_client_secret_is_503(make_service, driver):
     call(s, "HEAD", "/webhooks/intercom", expect=200)
 
 
+def post_cio(s, doc, ts=None, key=CIO_KEY, expect=None, request_conforms=False):
+    """Signs and posts one Customer.io reporting webhook (dict or raw bytes)."""
+    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    ts = str(int(time.time()) if ts is None else ts)
+    headers = {"Content-Type": "application/json", "X-CIO-Timestamp": ts,
+               "X-CIO-Signature": cio_sign(body, ts, key)}
+    return call(s, "POST", "/webhooks/customerio", body, headers, expect=expect,
+                request_conforms=request_conforms)
+
+
 def test_customerio_webhook_unconfigured_and_bad_signatures(svc, make_service, driver):
     body = json.dumps(cio_event()).encode()
     ts = str(int(time.time()))
@@ -689,21 +724,87 @@ def test_customerio_webhook_unconfigured_and_bad_signatures(svc, make_service, d
         r = call(s, "POST", "/webhooks/customerio", body,
                  {"Content-Type": "application/json", **h}, expect=401)
         assert r.doc["error"] == "invalid_signature", r.doc
+    # the signature is checked before the body: a bad signature on a bad body is a 401
+    r = call(s, "POST", "/webhooks/customerio", b"not json",
+             {"Content-Type": "application/json", "X-CIO-Timestamp": ts,
+              "X-CIO-Signature": cio_sign(b"other", ts)}, expect=401)
+    assert r.doc["error"] == "invalid_signature", r.doc
 
 
-def test_customerio_webhook_signed_is_accepted(make_service, driver):
+def test_customerio_webhook_timestamp_age(make_service, driver):
+    """With CIO_WEBHOOK_MAX_AGE, a validly signed request whose timestamp is too far from
+    now, either way, answers 401 stale_timestamp; without it, the age is not checked."""
+    now = int(time.time())
+    s = make_service(env={"CIO_WEBHOOK_SIGNING_KEY": CIO_KEY, "CIO_WEBHOOK_MAX_AGE": "300"})
+    for i, ts in enumerate((now - 3600, now + 3600)):
+        r = post_cio(s, cio_event(f"01JH7Z8X2M3R4S5T6V7W8X9S{i:02d}"), ts=ts, expect=401)
+        assert r.doc["error"] == "stale_timestamp", r.doc
+    # a bad signature is still invalid_signature, whatever the timestamp
+    r = post_cio(s, cio_event("01JH7Z8X2M3R4S5T6V7W8X9S10"), ts=now - 3600, key="other",
+                 expect=401)
+    assert r.doc["error"] == "invalid_signature", r.doc
+    r = post_cio(s, cio_event("01JH7Z8X2M3R4S5T6V7W8X9S11"), ts=now - 30, expect=200,
+                 request_conforms=True)
+    assert r.doc == {"status": "queued"}, r.doc
+
+    unchecked = make_service(env={"CIO_WEBHOOK_SIGNING_KEY": CIO_KEY})
+    r = post_cio(unchecked, cio_event("01JH7Z8X2M3R4S5T6V7W8X9S12"), ts=now - 30 * 86400,
+                 expect=200, request_conforms=True)
+    assert r.doc == {"status": "queued"}, r.doc
+
+
+def test_customerio_webhook_signed_is_accepted(own_redis, make_service, driver):
     """CONTRACT.md: POST /webhooks/customerio answers 200 once queued (duplicates by
     event_id too). A validly signed webhook must not be refused."""
-    s = make_service(env={"CIO_WEBHOOK_SIGNING_KEY": CIO_KEY})
-    body = json.dumps(cio_event()).encode()
-    ts = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-CIO-Timestamp": ts,
-               "X-CIO-Signature": cio_sign(body, ts)}
-    first = call(s, "POST", "/webhooks/customerio", body, headers, expect=200,
-                 request_conforms=True)
-    assert first.doc["status"] == "queued", first.doc
-    again = call(s, "POST", "/webhooks/customerio", body, headers, expect=200)
-    assert again.doc["status"] in ("queued", "duplicate"), again.doc
+    s = make_service(env={"CIO_WEBHOOK_SIGNING_KEY": CIO_KEY}, redis_url=own_redis.url)
+    first = post_cio(s, cio_event(), expect=200, request_conforms=True)
+    assert first.doc == {"status": "queued"}, first.doc
+    again = post_cio(s, cio_event(), expect=200, request_conforms=True)
+    assert again.doc == {"status": "duplicate"}, again.doc
+    # queued means forwarded: in dry run the Intercom request is logged
+    wait_for(lambda: any(line.get("msg") == "intercom_dry_run" and
+                         (line.get("body") or {}).get("event_name") == "cio_email_opened" and
+                         line["body"].get("user_id") == "u-openapi-cio"
+                         for line in s.log_lines()),
+             timeout=15, what="the forwarded event (intercom_dry_run)")
+
+    # acknowledged, not forwarded: a metric not in SUPPRESS_CIO_EVENTS, no identifiers.id
+    spam = cio_event("01JH7Z8X2M3R4S5T6V7W8X9Y1A")
+    spam["metric"] = "spammed"
+    r = post_cio(s, spam, expect=200, request_conforms=True)
+    assert r.doc["status"] == "ignored" and "email_spammed" in r.doc["reason"], r.doc
+    anonymous = cio_event("01JH7Z8X2M3R4S5T6V7W8X9Y1B")
+    anonymous["data"]["identifiers"] = {"email": "ada@example.com", "cio_id": "d9c106000001"}
+    r = post_cio(s, anonymous, expect=200, request_conforms=True)
+    assert r.doc["status"] == "ignored" and "identifiers.id" in r.doc["reason"], r.doc
+    nobody = cio_event("01JH7Z8X2M3R4S5T6V7W8X9Y1C")
+    del nobody["data"]["identifiers"]
+    r = post_cio(s, nobody, expect=200, request_conforms=True)
+    assert r.doc["status"] == "ignored", r.doc
+    # an integer id is a person too
+    numeric = cio_event("01JH7Z8X2M3R4S5T6V7W8X9Y1D")
+    numeric["data"]["identifiers"] = {"id": 42}
+    assert post_cio(s, numeric, expect=200, request_conforms=True).doc == {"status": "queued"}
+
+    # 400 invalid_event: signed, but not a reporting webhook
+    def broken(**change):
+        """cio_event() with members replaced (KeyError: removed)."""
+        doc = cio_event("01JH7Z8X2M3R4S5T6V7W8X9Y2A")
+        for k, v in change.items():
+            if v is KeyError:
+                doc.pop(k)
+            else:
+                doc[k] = v
+        return doc
+
+    for body in (b"not json", b"", b"[]", b'"event"',
+                 broken(event_id=KeyError), broken(event_id=""), broken(event_id=7),
+                 broken(event_id="x" * 128), broken(object_type=KeyError),
+                 broken(metric=""), broken(timestamp="1768032534"), broken(timestamp=0),
+                 broken(timestamp=1.5), broken(data=KeyError), broken(data=[]),
+                 broken(data={"identifiers": "u-1"})):
+        r = post_cio(s, body, expect=400)
+        assert r.doc["error"] == "invalid_event", (body, r.doc)
 
 
 # --------------------------------------------------------------------------- auth
@@ -719,7 +820,20 @@ def _v1_requests():
         ("POST", "/v1/admin/dead-letters/replay", None),
         ("POST", "/v1/admin/dead-letters/1-0/replay", None),
         ("POST", "/v1/admin/users/u-openapi-auth/resync", None),
+        ("GET", "/v1/admin/backfill", None),
+        ("POST", "/v1/admin/backfill", None),
     ]
+
+
+def _v1_expected(method, path):
+    """(status, error code) a well-formed /v1 request gets from a service with the state
+    store up and no Intercom token: 200, except the one id that names no dead letter (its
+    documented 404) and a backfill, which needs a token (409 not_configured)."""
+    if "/dead-letters/1-0/" in path:
+        return 404, "not_found"
+    if method == "POST" and path == "/v1/admin/backfill":
+        return 409, "not_configured"
+    return 200, None
 
 
 def test_v1_requests_cover_every_v1_operation():
@@ -738,9 +852,9 @@ def test_api_tokens(make_service, driver):
         for tok in TOKENS:
             r = call(s, method, path, body, {"Authorization": "Bearer " + tok},
                      request_conforms=True)
-            # the one id that names no dead letter answers its documented 404
-            want = 404 if "/dead-letters/1-0/" in path else 200
+            want, code = _v1_expected(method, path)
             assert r.status == want, (method, path, r)
+            assert code is None or r.doc["error"] == code, (method, path, r.doc)
     # the rest of the service is not behind the tokens
     call(s, "GET", "/healthz", expect=200)
     call(s, "GET", "/readyz", expect=200)
@@ -751,8 +865,19 @@ def test_api_tokens(make_service, driver):
 
 def test_admin_api(svc, redis, driver):
     stats = call(svc, "GET", "/v1/admin/queue", expect=200, request_conforms=True).doc
+    # without ?destination, both destinations
+    assert set(stats["destinations"]) == {"customerio", "intercom"}, stats
     assert stats["destinations"]["customerio"]["dead_letters"] == 0, stats
+    assert stats["destinations"]["intercom"]["dead_letters"] == 0, stats
+    assert stats["destinations"]["intercom"]["status"] == "dry_run", stats
+    for dest in ("customerio", "intercom"):
+        one = call(svc, "GET", "/v1/admin/queue?destination=" + dest, expect=200,
+                   request_conforms=True).doc
+        assert set(one["destinations"]) == {dest}, one
     page = call(svc, "GET", "/v1/admin/dead-letters", expect=200, request_conforms=True).doc
+    assert page == {"items": [], "next_cursor": None}
+    page = call(svc, "GET", "/v1/admin/dead-letters?destination=intercom", expect=200,
+                request_conforms=True).doc
     assert page == {"items": [], "next_cursor": None}
 
     # dead letters as the sync worker writes them (svc_sync.c / state_outbox.c)
@@ -781,19 +906,179 @@ def test_admin_api(svc, redis, driver):
     assert call(svc, "POST", "/v1/admin/users/u-oa-resync/resync", expect=200,
                 request_conforms=True).doc == {"queued": True}
 
+    # Intercom dead letters as the Intercom worker writes them (svc_intercom.c job_report):
+    # the record is the job's, plus its id
+    now_ms = int(time.time() * 1000)
+    event = {"event_name": "cio_email_opened", "created_at": int(time.time()),
+             "user_id": "u-oa-ic0", "metadata": {"campaign_id": 12}}
+    jobs = (("u-oa-ic0", "event", "unknown_user", 404, json.dumps(event),
+             {"t": "event", "event": event, "job": "e:01JH7Z8X2M3R4S5T6V7W8X9IC0"}),
+            ("intercom:c-oa-ic1", "lookup", "rejected: HTTP 400", 400,
+             "https://api.intercom.io/contacts/c-oa-ic1",
+             {"t": "lookup", "contact": "c-oa-ic1", "job": "l:c-oa-ic1"}),
+            ("", "reconcile", "retries_exhausted", 0,
+             "https://api.intercom.io/conversations/881000000000009",
+             {"t": "reconcile", "ticket": "881000000000009", "kind": "c",
+              "job": "r:881000000000009"}))
+    ic_ids = []
+    for uid, kind, reason, status, payload, record in jobs:
+        ic_ids.append(redis.cmd("XADD", "sd:{dlq}:intercom", "*", "user_id", uid, "kind", kind,
+                                "reason", reason, "status", str(status), "response", "",
+                                "payload", payload, "record", json.dumps(record),
+                                "at", str(now_ms)))
+    page = call(svc, "GET", "/v1/admin/dead-letters?destination=intercom&limit=2", expect=200,
+                request_conforms=True).doc
+    assert [x["id"] for x in page["items"]] == ic_ids[:0:-1], page
+    assert [x["kind"] for x in page["items"]] == ["reconcile", "lookup"], page
+    assert {x["destination"] for x in page["items"]} == {"intercom"}, page
+    rest = call(svc, "GET", "/v1/admin/dead-letters?destination=intercom&limit=2&cursor=" +
+                page["next_cursor"], expect=200, request_conforms=True).doc
+    assert [x["kind"] for x in rest["items"]] == ["event"] and rest["next_cursor"] is None, rest
+    # the destinations' dead letters are apart
+    assert call(svc, "GET", "/v1/admin/dead-letters", expect=200).doc["items"] == []
+    assert call(svc, "GET", "/v1/admin/queue?destination=intercom", expect=200).doc[
+        "destinations"]["intercom"]["dead_letters"] == 3
+    r = call(svc, "POST", f"/v1/admin/dead-letters/{ic_ids[0]}/replay", expect=404)
+    assert r.doc["error"] == "not_found"   # it is an Intercom one
+    assert call(svc, "POST", f"/v1/admin/dead-letters/{ic_ids[0]}/replay?destination=intercom",
+                expect=200, request_conforms=True).doc == {"replayed": 1}
+    assert call(svc, "POST", "/v1/admin/dead-letters/replay?destination=intercom", expect=200,
+                request_conforms=True).doc == {"replayed": 2}
+    assert call(svc, "GET", "/v1/admin/queue?destination=intercom", expect=200).doc[
+        "destinations"]["intercom"]["dead_letters"] == 0
+
     for method, path, code in (
-            ("GET", "/v1/admin/queue?destination=intercom", "unknown_destination"),
+            ("GET", "/v1/admin/queue?destination=x", "unknown_destination"),
+            ("GET", "/v1/admin/queue?destination=Intercom", "unknown_destination"),
+            ("GET", "/v1/admin/queue?destination", "invalid_request"),
+            ("GET", "/v1/admin/dead-letters?destination=", "unknown_destination"),
             ("GET", "/v1/admin/dead-letters?limit=0", "invalid_request"),
             ("GET", "/v1/admin/dead-letters?limit=501", "invalid_request"),
             ("GET", "/v1/admin/dead-letters?cursor=abc", "invalid_request"),
             ("POST", "/v1/admin/dead-letters/replay?destination=x", "unknown_destination"),
             ("POST", "/v1/admin/dead-letters/1-0/replay?destination=x", "unknown_destination"),
+            ("POST", "/v1/admin/users/u-oa-resync/resync?destination=x", "unknown_destination"),
             ("POST", "/v1/admin/users/intercom%3A123/resync", "invalid_user_id"),
-            ("POST", "/v1/admin/users/%FF/resync", "invalid_user_id")):
-        assert call(svc, method, path, expect=400).doc["error"] == code
+            ("POST", "/v1/admin/users/%FF/resync", "invalid_user_id"),
+            ("GET", "/v1/admin/backfill?destination=x", "unknown_destination"),
+            ("POST", "/v1/admin/backfill?destination=x", "unknown_destination"),
+            ("POST", "/v1/admin/backfill?restart", "invalid_request")):
+        assert call(svc, method, path, expect=400).doc["error"] == code, (method, path)
     for path in ("/v1/admin/dead-letters/abc/replay", "/v1/admin/dead-letters/1-0/replay"):
         assert call(svc, "POST", path, expect=404).doc["error"] == "not_found"
     assert call(svc, "GET", "/v1/admin/nothing", expect=404).doc["error"] == "not_found"
+
+
+# --------------------------------------------------------------------------- backfill
+
+def test_backfill_without_intercom_token(svc, driver):
+    """No INTERCOM_ACCESS_TOKEN: nothing ever ran, and nothing can start (409)."""
+    status = call(svc, "GET", "/v1/admin/backfill", expect=200, request_conforms=True).doc
+    assert status == {"status": "never_run"}, status
+    for path in ("/v1/admin/backfill", "/v1/admin/backfill?restart=1"):
+        r = call(svc, "POST", path, expect=409, request_conforms=True)
+        assert r.doc["error"] == "not_configured", r.doc
+    assert call(svc, "GET", "/v1/admin/backfill", expect=200).doc == {"status": "never_run"}
+
+
+@pytest.fixture
+def isim():
+    s = IntercomSim(token=INTERCOM_TOKEN).start()
+    yield s
+    s.stop()
+
+
+def _backfill_status(s):
+    return call(s, "GET", "/v1/admin/backfill", expect=200).doc
+
+
+def _backfill_ended(s, want):
+    wait_for(lambda: _backfill_status(s)["status"] in ("done", "failed"), timeout=30,
+             what="the backfill to end")
+    status = _backfill_status(s)
+    assert status["status"] == want, status
+    return status
+
+
+def test_backfill_with_intercom(own_redis, isim, make_service, driver):
+    """A backfill against an Intercom simulator: 202 once started, 409 while it runs, its
+    progress while running, done and failed; every answer checked against the document."""
+    now = int(time.time())
+    for i in range(3):
+        isim.add_contact(f"c-oa-bf{i}", external_id=f"u-oa-bf{i}")
+        isim.add_conversation(f"c-oa-bf{i}", state="open", created_at=now - 600 + i,
+                              updated_at=now - 500 + i)
+    isim.add_ticket("c-oa-bf0", category="in_progress", created_at=now - 400,
+                    updated_at=now - 300)
+    isim.add_ticket("c-oa-bf1", category="resolved", created_at=now - 400,
+                    updated_at=now - 300)               # not open: not recorded
+    s = make_service(env={"INTERCOM_ACCESS_TOKEN": INTERCOM_TOKEN,
+                          "INTERCOM_API_URL": isim.url}, redis_url=own_redis.url)
+    ready = call(s, "GET", "/readyz", expect=200).doc
+    assert ready["checks"]["intercom"] == "live", ready
+    assert _backfill_status(s) == {"status": "never_run"}
+
+    # the first search answers late: the run holds the lock meanwhile
+    isim.delay_next(2, path_prefix="/conversations/search")
+    r = call(s, "POST", "/v1/admin/backfill", expect=202, request_conforms=True)
+    assert r.doc == {"status": "started"}, r.doc
+    r = call(s, "POST", "/v1/admin/backfill", expect=409, request_conforms=True)
+    assert r.doc["error"] == "backfill_running", r.doc
+    running = _backfill_status(s)
+    assert running["status"] == "running" and running["owner"], running
+    done = _backfill_ended(s, "done")
+    assert done["records"] == 4 and done["pages"] == 2, done
+    assert done["completed_at"] >= now and done["updated_at"] >= now, done
+    assert not {"conversations_cursor", "tickets_cursor", "conversations_done",
+                "tickets_done", "error"} & set(done), done
+    assert call(s, "GET", "/v1/users/u-oa-bf0", expect=200).doc["open_ticket_count"] == 2
+    assert call(s, "GET", "/v1/users/u-oa-bf1", expect=200).doc["open_ticket_count"] == 1
+
+    # Intercom refuses the search: the run fails, and says why
+    isim.fail_next(1, status=400, path_prefix="/conversations/search")
+    r = call(s, "POST", "/v1/admin/backfill?restart=1", expect=202, request_conforms=True)
+    assert r.doc == {"status": "started"}, r.doc
+    failed = _backfill_ended(s, "failed")
+    assert "HTTP 400" in failed["error"], failed
+    # the next run resumes and completes (and clears the error)
+    call(s, "POST", "/v1/admin/backfill", expect=202, request_conforms=True)
+    done = _backfill_ended(s, "done")
+    assert "error" not in done, done
+
+    # the state store refuses the lock (out of memory): 503 backfill_failed, nothing started
+    own_redis.cmd("CONFIG", "SET", "maxmemory", "1")
+    try:
+        r = call(s, "POST", "/v1/admin/backfill", expect=503, request_conforms=True)
+        assert r.doc["error"] == "backfill_failed", r.doc
+    finally:
+        own_redis.cmd("CONFIG", "SET", "maxmemory", "0")
+    assert _backfill_status(s)["status"] == "done"
+
+
+def test_intercom_dead_letters_from_the_worker(own_redis, isim, make_service, driver):
+    """A Customer.io event for a person Intercom does not know is dead-lettered by the
+    Intercom worker itself (404 unknown_user); the real entry matches the document."""
+    s = make_service(env={"INTERCOM_ACCESS_TOKEN": INTERCOM_TOKEN, "INTERCOM_API_URL": isim.url,
+                          "CIO_WEBHOOK_SIGNING_KEY": CIO_KEY}, redis_url=own_redis.url)
+    assert post_cio(s, cio_event(), expect=200).doc == {"status": "queued"}
+    wait_for(lambda: call(s, "GET", "/v1/admin/dead-letters?destination=intercom",
+                          expect=200).doc["items"], timeout=20, what="the dead letter")
+    page = call(s, "GET", "/v1/admin/dead-letters?destination=intercom", expect=200,
+                request_conforms=True).doc
+    [dl] = page["items"]
+    assert dl["destination"] == "intercom" and dl["kind"] == "event", dl
+    assert dl["user_id"] == "u-openapi-cio" and dl["status"] == 404, dl
+    assert json.loads(dl["payload"])["event_name"] == "cio_email_opened", dl
+    stats = call(s, "GET", "/v1/admin/queue?destination=intercom", expect=200,
+                 request_conforms=True).doc
+    assert stats["destinations"]["intercom"]["dead_letters"] == 1, stats
+    assert stats["destinations"]["intercom"]["status"] == "live", stats
+    # once Intercom knows the person, the replayed event goes through
+    isim.add_contact("c-oa-cio", external_id="u-openapi-cio")
+    assert call(s, "POST", f"/v1/admin/dead-letters/{dl['id']}/replay?destination=intercom",
+                expect=200, request_conforms=True).doc == {"replayed": 1}
+    wait_for(lambda: isim.events_for(user_id="u-openapi-cio"), timeout=20,
+             what="the replayed event")
 
 
 # --------------------------------------------------------------------------- store down
@@ -801,7 +1086,7 @@ def test_admin_api(svc, redis, driver):
 def test_state_store_unavailable(make_service, driver):
     own = Redis().start()
     try:
-        s = make_service(redis_url=own.url)
+        s = make_service(redis_url=own.url, env={"CIO_WEBHOOK_SIGNING_KEY": CIO_KEY})
         own.kill()
         wait_for(lambda: s.get("/readyz").status == 503, timeout=5, what="/readyz 503")
         nr = call(s, "GET", "/readyz", expect=503).doc
@@ -810,6 +1095,10 @@ def test_state_store_unavailable(make_service, driver):
         call(s, "GET", "/healthz", expect=200)
         for method, path, body in _v1_requests():
             r = call(s, method, path, body)
+            if method == "POST" and path == "/v1/admin/backfill":
+                # without an Intercom token there is nothing to start, store or not
+                assert r.status == 409 and r.doc["error"] == "not_configured", (path, r)
+                continue
             assert r.status == 503 and r.doc["error"] == "unavailable", (method, path, r)
         now = int(time.time())
         r = webhook(s, payloads.conversation(conv_id="882000000000001", state="open",
@@ -818,6 +1107,12 @@ def test_state_store_unavailable(make_service, driver):
         assert r.doc["error"] == "unavailable", r.doc
         # a ping records nothing, so it needs no store
         assert webhook(s, payloads.ping(), expect=200).doc == {"status": "ignored"}
+        r = post_cio(s, cio_event(), expect=503)
+        assert r.doc["error"] == "unavailable", r.doc
+        # nor does a Customer.io event that is not forwarded
+        spam = cio_event("01JH7Z8X2M3R4S5T6V7W8X9Y3A")
+        spam["metric"] = "spammed"
+        assert post_cio(s, spam, expect=200).doc["status"] == "ignored"
     finally:
         own.stop()
 
