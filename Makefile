@@ -113,8 +113,27 @@ demo:
 valgrind: bin/suppressd $(UNIT_BINS_REL)
 	@sh tests/valgrind.sh
 
-bench: bin/suppressd
+# Benchmarks (bench/run.sh; figures land in bench/RESULTS.md and bench/latency.png).
+# bench/ceiling.c is a bare evhttp server shaped like suppressd's HTTP side: the ceiling
+# the query path is compared with.
+BENCH_CEILING := build/bench/ceiling
+$(BENCH_CEILING): bench/ceiling.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)
+	$(Q)$(CC) $(STD) $(WARN) -O2 -g $(shell pkg-config --cflags libevent) $(CFLAGS) -o $@ $< \
+		$(shell pkg-config --libs libevent) -lpthread $(LDFLAGS)
+
+bench: DEPS_FLAGS = --bench
+bench: deps
+	@$(MAKE) --no-print-directory bin/suppressd $(BENCH_CEILING)
 	@sh bench/run.sh
+
+# Three release replicas behind haproxy, one Redis, one Customer.io simulator; one
+# replica SIGKILLed and one drained and restarted under load (tests/scale).
+scale-test: DEPS_FLAGS = --scale
+scale-test: deps
+	@$(MAKE) --no-print-directory bin/suppressd
+	@SUPPRESSD_BIN=$(CURDIR)/bin/suppressd $(PYTHON) -m pytest -q -p no:cacheprovider tests/scale
 
 clean:
 	rm -rf build bin

@@ -6,6 +6,8 @@
 #   system    tests/system (pytest) against bin/suppressd-asan and real redis-servers
 #   release   the smoke test again against the optimized bin/suppressd
 #   valgrind  unit tests and a replay against bin/suppressd under valgrind, when installed
+#   scale     tests/scale: three bin/suppressd replicas behind haproxy, one SIGKILLed and
+#             one drained under load, when haproxy is installed
 #
 # Run from anywhere; results land in build/test-results/.
 set -u
@@ -78,6 +80,16 @@ if command -v valgrind >/dev/null 2>&1 && [ -f tests/valgrind.sh ]; then
         tail -30 "$OUT/valgrind.log"
         count valgrind "$(grep -c '^valgrind ok' "$OUT/valgrind.log")" 1
     fi
+fi
+
+# --- scale (release binary: three replicas under load; see tests/scale/test_scale.py)
+if command -v haproxy >/dev/null 2>&1; then
+    SUPPRESSD_BIN="$PWD/bin/suppressd" "$PY" -m pytest -q -p no:cacheprovider \
+        --junitxml="$OUT/scale.xml" tests/scale
+    # shellcheck disable=SC2046
+    count scale $(junit_counts "$OUT/scale.xml")
+else
+    echo "scale: haproxy not installed, suite skipped"
 fi
 
 echo "$pass passed, $fail failed"

@@ -6,7 +6,10 @@ set -eu
 PKGS="build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
 libjansson-dev libssl-dev libcmocka-dev redis-server redis-tools curl \
 python3 python3-pytest python3-yaml python3-jsonschema"
-[ "${1:-}" = "--test" ] && PKGS="$PKGS valgrind"
+[ "${1:-}" = "--test" ] && PKGS="$PKGS valgrind haproxy"
+# make bench: load generator and plots; make scale-test: the load balancer.
+[ "${1:-}" = "--bench" ] && PKGS="$PKGS wrk gnuplot-nox"
+[ "${1:-}" = "--scale" ] && PKGS="$PKGS haproxy"
 
 missing=""
 for p in $PKGS; do
