@@ -964,11 +964,14 @@ static void on_probe(const struct svc_http_result *res, void *arg) {
 
 /* While paused or while Customer.io seems down, one loop at a time asks Customer.io
  * whether it answers and accepts the credentials now. */
-static void maybe_probe(struct svc_sync *s) {
-    long long now = mono_ms();
-    if (now < atomic_load(&next_probe_ms) || atomic_exchange(&probe_inflight, 1))
+static void on_probe_slot(long wait_ms, void *arg) {
+    struct svc_sync *s = arg;
+    if (wait_ms != 0 || s->stopping) {
+        /* No slot now (or no Redis): the next tick asks again. */
+        atomic_store(&next_probe_ms, 0);
+        atomic_store(&probe_inflight, 0);
         return;
-    atomic_store(&next_probe_ms, now + s->cfg->sync_probe_ms);
+    }
     char *url = url_for(s->cfg, "/api/v1/accounts/region");
     char userpwd[512];
     snprintf(userpwd, sizeof(userpwd), "%s:%s", s->cfg->cio_site_id, s->cfg->cio_api_key);
@@ -976,6 +979,21 @@ static void maybe_probe(struct svc_sync *s) {
     if (svc_curl_start(s->curl, &rq, on_probe, s) < 0)
         atomic_store(&probe_inflight, 0);
     free(url);
+}
+
+/* A probe is a request to Customer.io like any other: it takes a slot of the shared
+ * CIO_RATE_LIMIT, so probes and the batches that follow never exceed it together. */
+static void maybe_probe(struct svc_sync *s) {
+    long long now = mono_ms();
+    if (now < atomic_load(&next_probe_ms) || atomic_exchange(&probe_inflight, 1))
+        return;
+    atomic_store(&next_probe_ms, now + s->cfg->sync_probe_ms);
+    char member[64];
+    snprintf(member, sizeof(member), "probe-%d-%d-%lu-%llu", (int)getpid(), s->index, ++s->seq,
+             (unsigned long long)state_now_ms());
+    if (state_outbox_rate(s->store, "customerio", s->cfg->cio_rate_limit, member, on_probe_slot,
+                          s) < 0)
+        atomic_store(&probe_inflight, 0);
 }
 
 /* Users leased per partition. v2 sends up to SUPPRESS_SYNC_BATCH users per request; v1
