@@ -78,27 +78,16 @@ static void on_stats(const struct state_outbox_stats *s, void *arg) {
     if (s == NULL) {
         q->failed = 1;
     } else {
-        int64_t now = (int64_t)state_now_ms();
         json_t *d = json_object();
-        /* Due times of leased users lie in the future; only past-due work has an age. */
-        double age = s->oldest_due_ms > 0 && s->oldest_due_ms < now
-                         ? (double)(now - s->oldest_due_ms) / 1000.0
-                         : 0.0;
         json_object_set_new(d, "depth", json_integer(s->depth));
-        json_object_set_new(d, "oldest_age_seconds", json_real(age));
+        json_object_set_new(d, "oldest_age_seconds",
+                            json_real(state_outbox_oldest_age_s(s, (int64_t)state_now_ms())));
         json_object_set_new(d, "dead_letters", json_integer(s->dead_letters));
         int cio = strcmp(name, "customerio") == 0;
         json_object_set_new(d, "status",
                             json_string(cio ? svc_sync_status() : svc_intercom_status()));
         json_object_set_new(q->dests, name, d);
-        char labels[48];
-        snprintf(labels, sizeof(labels), "destination=\"%s\"", name);
-        svc_metrics_gauge_set("suppressd_queue_depth", "Users waiting for a write, by destination.",
-                              labels, (double)s->depth);
-        svc_metrics_gauge_set("suppressd_dead_letters", "Dead letters stored, by destination.",
-                              labels, (double)s->dead_letters);
-        svc_metrics_gauge_set("suppressd_queue_oldest_age_seconds",
-                              "How long the most overdue queued user has been due.", labels, age);
+        svc_metrics_queue_stats(s, (void *)(uintptr_t)name);
     }
     if (q->done < q->n && !q->failed &&
         state_outbox_stats(q->call->env->store, q->dest[q->done], on_stats, q) == 0)

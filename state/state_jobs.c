@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "state/state_keys.h"
+#include "state/state_outbox.h"
 #include "state/state_ulid.h"
 
 static void i64(char *buf, size_t n, int64_t v) {
@@ -158,10 +158,7 @@ int state_jobs_ack(struct state_store *st, const struct state_job_ack *a, int64_
     i64(now, sizeof(now), now_ms);
     i64(nb, sizeof(nb), a->not_before_ms);
     i64(give_up, sizeof(give_up), a->give_up_ms);
-    uint32_t rnd = 0;
-    if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-        rnd = (uint32_t)now_ms;
-    snprintf(jitter, sizeof(jitter), "%.4f", 0.5 + (double)(rnd % 10000) / 10000.0);
+    state_outbox_jitter(jitter, sizeof(jitter));
     const char *argv[] = {q, rec, att, a->id, a->retry ? "retry" : "done", now, nb, jitter,
                           give_up, a->uncounted ? "1" : "0"};
     if (state_store_eval(st, STATE_SCRIPT_JOB_ACK, on_status, c, 3, 10, argv, NULL) < 0) {

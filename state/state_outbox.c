@@ -322,7 +322,6 @@ int state_outbox_ack(struct state_store *st, const struct state_outbox_ack *acks
         char ukey[STATE_KEY_MAX], qkey[STATE_KEY_MAX], ekey[STATE_KEY_MAX], wkey[STATE_KEY_MAX];
         char rkey[STATE_KEY_MAX];
         char nb[24], jitter[32], giveup[24], window[24];
-        unsigned short rnd = 0;
         unsigned part = state_partition(a->uid, strlen(a->uid));
         state_key_user(ukey, a->uid);
         state_key_queue(qkey, a->uid);
@@ -330,9 +329,7 @@ int state_outbox_ack(struct state_store *st, const struct state_outbox_ack *acks
         state_key_window_n(wkey, part);
         retry_key_n(rkey, part);
         i64(nb, sizeof(nb), a->not_before_ms);
-        if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-            rnd = 32768;
-        snprintf(jitter, sizeof(jitter), "%.4f", 0.5 + (double)rnd / 65536.0);
+        state_outbox_jitter(jitter, sizeof(jitter));
         i64(giveup, sizeof(giveup), a->give_up_ms);
         i64(window, sizeof(window), a->window_end_ms);
         size_t argc = 14 + a->nfinished;
@@ -831,4 +828,16 @@ int state_outbox_replay(struct state_store *st, const char *destination, const c
         return -1;
     }
     return 0;
+}
+
+double state_outbox_oldest_age_s(const struct state_outbox_stats *s, int64_t now_ms) {
+    return s->oldest_due_ms > 0 && s->oldest_due_ms < now_ms
+               ? (double)(now_ms - s->oldest_due_ms) / 1000.0 : 0.0;
+}
+
+void state_outbox_jitter(char *buf, size_t n) {
+    unsigned short rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+        rnd = 32768;
+    snprintf(buf, n, "%.4f", 0.5 + (double)rnd / 65536.0);
 }

@@ -122,6 +122,14 @@ struct state_outbox_stats {
     long long dead_letters;
 };
 typedef void state_outbox_stats_fn(const struct state_outbox_stats *s, void *arg);
+
+/* A backoff jitter factor in [0.5, 1.5) as the ack scripts take it (ack.lua, job_ack.lua
+ * share one retry policy). */
+void state_outbox_jitter(char *buf, size_t n);
+
+/* Seconds the most overdue queued item has been due. Leased items' due times lie in the
+ * future, so only past-due work has an age (0 when none). */
+double state_outbox_oldest_age_s(const struct state_outbox_stats *s, int64_t now_ms);
 int state_outbox_stats(struct state_store *st, const char *destination,
                        state_outbox_stats_fn *fn, void *arg);
 

@@ -129,7 +129,6 @@ static void finish(struct svc_backfill *b, enum svc_backfill_event ev, const cha
 }
 
 /* Releases the lock (when held) and ends the run. */
-static void on_unlocked(struct state_store *st, redisReply *r, void *arg);
 static void fail(struct svc_backfill *b, const char *message) {
     char msg[300];
     snprintf(msg, sizeof(msg), "%s", message);
@@ -293,11 +292,6 @@ static void on_finished(struct state_store *st, redisReply *r, void *arg) {
     finish(b, SVC_BACKFILL_DONE, "done");
 }
 
-static void on_unlocked(struct state_store *st, redisReply *r, void *arg) {
-    (void)st;
-    (void)r;
-    (void)arg;
-}
 
 /*---------------------------------------------------------------------------
  * Pages
@@ -561,7 +555,7 @@ static void step(struct svc_backfill *b) {
                               "conversations_done", "tickets_done", "error"};
         state_store_command(b->store, NULL, NULL, 7, hdel, NULL);
         const char *del[] = {"DEL", LOCK_KEY};
-        state_store_command(b->store, on_unlocked, NULL, 2, del, NULL);
+        state_store_command(b->store, NULL, NULL, 2, del, NULL);
         const char *argv[] = {"HSET", STATE_KEY, "status", "done", "completed_at", now,
                               "updated_at", now};
         if (command(b, on_finished, 8, argv) < 0)

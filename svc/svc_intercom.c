@@ -121,7 +121,6 @@ struct job {
     json_t *rec;
     enum job_type type;
     const char *type_name;
-    char *method_url;           /* "GET https://..." for logs */
     const char *method;
     char *url;
     char *body;
@@ -176,7 +175,6 @@ static void job_free(struct job *j) {
     w->active--;
     free(j->id);
     json_decref(j->rec);
-    free(j->method_url);
     free(j->url);
     free(j->body);
     if (j->wait_ev)
@@ -719,28 +717,12 @@ static void on_reconcile_tick(evutil_socket_t fd, short what, void *arg) {
                                   RECONCILE_MAX_PER_PARTITION, on_scanned, w);
 }
 
-static void on_stats(const struct state_outbox_stats *st, void *arg) {
-    (void)arg;
-    if (st == NULL)
-        return;
-    int64_t now = (int64_t)state_now_ms();
-    svc_metrics_gauge_set("suppressd_queue_depth", "Users waiting for a write, by destination.",
-                          "destination=\"intercom\"", (double)st->depth);
-    svc_metrics_gauge_set("suppressd_queue_oldest_age_seconds",
-                          "How long the most overdue queued user has been due.",
-                          "destination=\"intercom\"",
-                          st->oldest_due_ms > 0 && st->oldest_due_ms < now
-                              ? (double)(now - st->oldest_due_ms) / 1000.0 : 0.0);
-    svc_metrics_gauge_set("suppressd_dead_letters", "Dead letters stored, by destination.",
-                          "destination=\"intercom\"", (double)st->dead_letters);
-}
-
 static void on_stats_tick(evutil_socket_t fd, short what, void *arg) {
     struct svc_intercom *w = arg;
     (void)fd;
     (void)what;
     if (!w->stopping && state_store_ready(w->store))
-        state_outbox_stats(w->store, "intercom", on_stats, NULL);
+        state_outbox_stats(w->store, "intercom", svc_metrics_queue_stats, (void *)(uintptr_t)"intercom");
 }
 
 struct svc_intercom *svc_intercom_new(struct event_base *base, struct state_store *store,

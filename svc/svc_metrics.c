@@ -1,6 +1,9 @@
 /* svc_metrics: Prometheus metrics. See svc_metrics.h. */
 #include "svc/svc_metrics.h"
 
+#include "state/state_outbox.h"
+#include "state/state_ulid.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -252,4 +255,18 @@ void svc_metrics_render(struct evbuffer *out) {
         }
     }
     pthread_mutex_unlock(&series_lock);
+}
+
+void svc_metrics_queue_stats(const struct state_outbox_stats *st, void *destination) {
+    if (st == NULL)
+        return;
+    char labels[64];
+    snprintf(labels, sizeof(labels), "destination=\"%s\"", (const char *)destination);
+    svc_metrics_gauge_set("suppressd_queue_depth", "Work waiting for a write, by destination.",
+                          labels, (double)st->depth);
+    svc_metrics_gauge_set("suppressd_queue_oldest_age_seconds",
+                          "How long the most overdue queued item has been due.", labels,
+                          state_outbox_oldest_age_s(st, (int64_t)state_now_ms()));
+    svc_metrics_gauge_set("suppressd_dead_letters", "Dead letters stored, by destination.",
+                          labels, (double)st->dead_letters);
 }

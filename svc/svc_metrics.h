@@ -49,6 +49,12 @@ void svc_metrics_checked_users(uint64_t n);
 void svc_metrics_gauge_set(const char *family, const char *help, const char *labels,
                            double value);
 
+/* Publishes a destination's queue gauges (depth, oldest age, dead letters). Has the shape
+ * of state_outbox_stats_fn: pass the destination name ("customerio", "intercom") as the
+ * argument. A NULL st (Redis failed) leaves the gauges as they were. */
+struct state_outbox_stats;
+void svc_metrics_queue_stats(const struct state_outbox_stats *st, void *destination);
+
 /* Adds n to a counter series, same naming rules as gauges. */
 void svc_metrics_counter_add(const char *family, const char *help, const char *labels,
                              uint64_t n);

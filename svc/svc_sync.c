@@ -1045,28 +1045,12 @@ static void schedule(struct svc_sync *s, int ms) {
     evtimer_add(s->tick, &tv);
 }
 
-static void on_stats(const struct state_outbox_stats *st, void *arg) {
-    (void)arg;
-    if (st == NULL)
-        return;
-    int64_t now = (int64_t)state_now_ms();
-    svc_metrics_gauge_set("suppressd_queue_depth", "Users waiting for a write, by destination.",
-                          "destination=\"customerio\"", (double)st->depth);
-    svc_metrics_gauge_set("suppressd_queue_oldest_age_seconds",
-                          "How long the most overdue queued user has been due.",
-                          "destination=\"customerio\"",
-                          st->oldest_due_ms > 0 && st->oldest_due_ms < now
-                              ? (double)(now - st->oldest_due_ms) / 1000.0 : 0.0);
-    svc_metrics_gauge_set("suppressd_dead_letters", "Dead letters stored, by destination.",
-                          "destination=\"customerio\"", (double)st->dead_letters);
-}
-
 static void on_stats_tick(evutil_socket_t fd, short what, void *arg) {
     struct svc_sync *s = arg;
     (void)fd;
     (void)what;
     if (!s->stopping && state_store_ready(s->store))
-        state_outbox_stats(s->store, "customerio", on_stats, NULL);
+        state_outbox_stats(s->store, "customerio", svc_metrics_queue_stats, (void *)(uintptr_t)"customerio");
 }
 
 struct svc_sync *svc_sync_new(struct event_base *base, struct state_store *store,

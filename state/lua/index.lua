@@ -21,14 +21,23 @@ local key, mode, now, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local open_key = KEYS[2]
 local ticket = string.match(key, ':k:(.*)$')
 
-local function track_open(v)
-    local s, u, _, k, o = string.match(v, '^(%a)|(%-?%d+)|(%-?%d+)|(%a)|(%-?%d+)|')
-    redis.call('ZREM', open_key, 'c:' .. ticket, 't:' .. ticket)
-    if s == 'o' or s == 's' then
-        local at = tonumber(o)
-        if not at or at <= 0 then at = tonumber(u) end
-        redis.call('ZADD', open_key, at, k .. ':' .. ticket)
-    end
+-- The open-ticket index entry a version implies: member and score, or nil when closed.
+local function open_entry(v)
+    local s, u, _, k, o = string.match(v or '', '^(%a)|(%-?%d+)|(%-?%d+)|(%a)|(%-?%d+)|')
+    if s ~= 'o' and s ~= 's' then return nil end
+    local at = tonumber(o)
+    if not at or at <= 0 then at = tonumber(u) end
+    return k .. ':' .. ticket, at
+end
+
+-- Moves the ticket's entry from what version `old` implied to what `new` implies; most
+-- deliveries (replies, assignments) change neither, and then nothing is written.
+local function track_open(old, new)
+    local om, oa = open_entry(old)
+    local nm, na = open_entry(new)
+    if om == nm and oa == na then return end
+    if om then redis.call('ZREM', open_key, om) end
+    if nm then redis.call('ZADD', open_key, na, nm) end
 end
 
 local function version(v)
@@ -48,7 +57,7 @@ if mode == 'add' then
     local result = {'ok'}
     if inc and (not cur or inc.u > cur.u or (inc.u == cur.u and inc.nc >= cur.nc)) then
         redis.call('HSET', key, 'v', ARGV[5])
-        track_open(ARGV[5])
+        track_open(cur_v, ARGV[5])
         if ARGV[4] == '1' then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
     elseif cur then
         result = {'newer', cur_v}
