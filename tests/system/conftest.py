@@ -2,12 +2,7 @@
 every test, and a factory for services with their own configuration."""
 import pytest
 
-from harness import Redis, Service, free_port
-
-
-def closed_port():
-    """A port nothing listens on (free_port closes its probe socket)."""
-    return free_port()
+from harness import Redis, Service
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +17,6 @@ def svc(redis):
     s = Service(redis.url).start()
     yield s
     s.stop()
-
-
-def held_service(redis_url):
-    """A service whose Customer.io deliveries never succeed (its "credentials" point at a
-    port nothing listens on), so queued users and their events stay in Redis for a test
-    to inspect. In dry run the worker drops them within milliseconds, and a test reading
-    them would race it. Tests that use it override their module's `svc` with it."""
-    return Service(redis_url, env={"CIO_SITE_ID": "held", "CIO_API_KEY": "held",
-                                   "CIO_TRACK_URL": f"http://127.0.0.1:{closed_port()}"})
 
 
 @pytest.fixture(autouse=True)

@@ -11,21 +11,12 @@ import urllib.parse
 import pytest
 
 from cio_sim import CioSim
-from harness import PARTITIONS, Redis, partition, wait_for
+from harness import PARTITIONS, partition, wait_for
+from isolation import redis  # noqa: F401 (re-exported fixture)
 from payloads import contact_created, contact_tag, conversation, ticket
 
 SITE, KEY = "site-sync-1", "key-sync-1"
 ULID = r"^[0-9A-HJKMNP-TV-Z]{26}$"
-
-
-@pytest.fixture(scope="module")
-def redis():
-    """A redis-server of the module's own, replacing conftest's shared one for these tests
-    (and for make_service): the session service (`svc`) runs a delivery worker on the
-    shared Redis, and would lease these tests' users."""
-    r = Redis().start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

@@ -4,30 +4,11 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
-from conftest import held_service
-from harness import Redis, events_key, queue_key
+from harness import events_key, queue_key
+from isolation import redis, svc  # noqa: F401 (fixtures: deliveries stay queued)
 from payloads import contact_tag, conversation, ticket
 
 WORKERS = 32
-
-
-@pytest.fixture(scope="module")
-def redis():
-    """A Redis of this module's own: the session service (dry run) would deliver, and so
-    drop, the events this module reads, if it shared one."""
-    r = Redis().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def svc(redis):
-    """This module reads queued events from Redis: deliveries must stay queued."""
-    s = held_service(redis.url).start()
-    yield s
-    s.stop()
 
 
 def post_all(svc, docs):

@@ -4,31 +4,12 @@ import json
 import re
 import time
 
-import pytest
-
-from conftest import held_service
-from harness import Redis, events_key, queue_key
+from harness import events_key, queue_key
+from isolation import redis, svc  # noqa: F401 (fixtures: deliveries stay queued)
 from payloads import (contact_created, contact_tag, conversation, conversation_v1, ticket,
                       ticket_closed_contact_only)
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
-
-
-@pytest.fixture(scope="module")
-def redis():
-    """A Redis of this module's own: the session service (dry run) would deliver, and so
-    drop, the events this module reads, if it shared one."""
-    r = Redis().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def svc(redis):
-    """This module reads queued events from Redis: deliveries must stay queued."""
-    s = held_service(redis.url).start()
-    yield s
-    s.stop()
 
 
 def post_ok(svc, doc):

@@ -6,29 +6,12 @@ import time
 
 import pytest
 
-from conftest import held_service
-from harness import Redis, events_key, queue_key
+from harness import events_key, queue_key
+from isolation import redis, svc  # noqa: F401 (fixtures: deliveries stay queued)
 from payloads import (contact_tag, contact_tag_deleted, conversation, conversation_v1,
                       user_tag_v1, user_tag_v1_deleted)
 
 DAY = 86400
-
-
-@pytest.fixture(scope="module")
-def redis():
-    """A Redis of this module's own: the session service (dry run) would deliver, and so
-    drop, the queued events this module reads, if it shared one."""
-    r = Redis().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def svc(redis):
-    """Deliveries stay queued (see conftest.held_service)."""
-    s = held_service(redis.url).start()
-    yield s
-    s.stop()
 
 
 def post_ok(svc, doc):

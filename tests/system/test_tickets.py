@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from conftest import held_service
-from harness import Redis, FIXTURES, events_key, sign
+from harness import FIXTURES, events_key, sign
+from isolation import redis, svc  # noqa: F401 (fixtures: deliveries stay queued)
 from payloads import (all_fixture_names, contact_attached, conversation, conversation_deleted,
                       conversation_v1, fixture, ticket, with_notif_id)
 
@@ -18,23 +18,6 @@ CAMPAIGNS = ("commercial", "expansion", "renewal", "feature_adoption")
 # January 2026, the fixtures' world (a replay of history). The contract's ordering rule
 # has no age limit, so both must hold.
 ERAS = {"recent": int(time.time()) - 86400, "old": 1768000000}
-
-
-@pytest.fixture(scope="module")
-def redis():
-    """A Redis of this module's own: the session service (dry run) would deliver, and so
-    drop, the queued events this module reads, if it shared one."""
-    r = Redis().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def svc(redis):
-    """Deliveries stay queued (see conftest.held_service)."""
-    s = held_service(redis.url).start()
-    yield s
-    s.stop()
 
 
 def post_ok(svc, doc):
