@@ -529,19 +529,24 @@ def phase_memory(R, redis, when):
     m["keys_" + when] = int(redis("DBSIZE"))
     if when != "after_drain":
         return
-    sample = []
-    for u in range(0, USERS, max(1, USERS // 200)):
-        uid = f"user-{u}"
-        sample.append((harness.user_key(uid), harness.ticket_key(f"7{u:09d}"),
-                       harness.contact_key(f"c{u}")))
-    tot = {"user_hash": 0, "ticket_index": 0, "contact_link": 0}
-    for uk, tk, ck in sample:
-        tot["user_hash"] += int(redis("MEMORY", "USAGE", uk, "SAMPLES", "0") or 0)
-        tot["ticket_index"] += int(redis("MEMORY", "USAGE", tk, "SAMPLES", "0") or 0)
-        tot["contact_link"] += int(redis("MEMORY", "USAGE", ck, "SAMPLES", "0") or 0)
-    per_key = {k: v / len(sample) for k, v in tot.items()}
+    sample = [harness.user_key(f"user-{u}") for u in range(0, USERS, max(1, USERS // 200))]
+    per_key = {"user_hash": sum(int(redis("MEMORY", "USAGE", k, "SAMPLES", "0") or 0)
+                                for k in sample) / len(sample)}
+    # Tickets and contact links are fields of bucket hashes (state_keys.h): their cost per
+    # entry is the buckets' memory over the entries they hold.
+    buckets = {}
+    for kind, name in (("k", "ticket_index"), ("c", "contact_link")):
+        total = entries = listpacks = 0
+        for p in range(harness.PARTITIONS):
+            for b in range(harness.BUCKETS):
+                key = f"sd:{{p{p}}}:{kind}:{b}"
+                total += int(redis("MEMORY", "USAGE", key, "SAMPLES", "0") or 0)
+                entries += int(redis("HLEN", key) or 0)
+                listpacks += redis("OBJECT", "ENCODING", key) in ("listpack", "ziplist")
+        per_key[name] = total / max(1, entries)
+        buckets[name] = {"bytes": total, "entries": entries, "listpack_buckets": listpacks}
     zsets = {}
-    for kind in ("open", "w", "q", "r"):
+    for kind in ("w", "q", "r"):
         total = members = 0
         for p in range(64):
             key = f"sd:{{p{p}}}:{kind}"
@@ -550,6 +555,7 @@ def phase_memory(R, redis, when):
         zsets[kind] = {"bytes": total, "members": members}
     fields = redis("HGETALL", harness.user_key("user-1"))
     m["per_key"] = per_key
+    m["buckets"] = buckets
     m["zsets"] = zsets
     m["user_hash_example"] = dict(zip(fields[::2], fields[1::2])) if fields else {}
     m["encoding_user_hash"] = redis("OBJECT", "ENCODING", harness.user_key("user-1"))
@@ -708,11 +714,13 @@ def phase_redis(R, redis):
     p = "{p7}"
     scripts = {
         # link.lua "link": the contact -> user map, phase one of a webhook.
-        "link": ["EVALSHA", sha["link"], "1", f"sd:{p}:c:cb__rand_int__", "link",
-                 "bench-user-__rand_int__", "2764800"],
+        # One bucket hash for all (redis-benchmark draws each __rand_int__ separately, so
+        # contact and user rarely match a stored link: every call writes, the worst case).
+        "link": ["EVALSHA", sha["link"], "1", f"sd:{p}:c:17", "link", "65f0__rand_int__",
+                 "bench-user-__rand_int__", now],
         # index.lua "add": the ticket -> owners index, phase two.
-        "index": ["EVALSHA", sha["index"], "2", f"sd:{p}:k:9__rand_int__", f"sd:{p}:open",
-                  "add", now, "2592000", "0", version, "bench-user-__rand_int__"],
+        "index": ["EVALSHA", sha["index"], "1", f"sd:{p}:k:17", "add", now, "2592000",
+                  "9__rand_int__", "0", version, "bench-user-__rand_int__"],
         # apply.lua: the user's state change, outbox record, dedupe; phase two.
         "apply": ["EVALSHA", sha["apply"], "3", f"sd:{p}:u:bench-user-__rand_int__",
                   f"sd:{p}:q", f"sd:{p}:e:bench-user-__rand_int__", now,
@@ -995,8 +1003,12 @@ def render(R):
       f"process) CPU {dr['cpu']['cio_sim']:.2f} cores.")
     pk = mem["per_key"]
     w(f"* **Memory** (used_memory deltas over {fmt(USERS)} users; MEMORY USAGE of a sample): "
-      f"user hash {pk['user_hash']:.0f} B ({mem['encoding_user_hash']}), ticket index hash "
-      f"{pk['ticket_index']:.0f} B, contact link {pk['contact_link']:.0f} B; zsets "
+      f"user hash {pk['user_hash']:.0f} B ({mem['encoding_user_hash']}); per entry of the "
+      f"bucket hashes, ticket index {pk['ticket_index']:.0f} B and contact link "
+      f"{pk['contact_link']:.0f} B ("
+      + ", ".join(f"{k}: {fmt(v['entries'])} entries in {fmt(v['listpack_buckets'])} "
+                  f"listpack buckets of {fmt(harness.PARTITIONS * harness.BUCKETS)}"
+                  for k, v in mem["buckets"].items()) + "); zsets "
       + ", ".join(f"`{k}` {v['bytes'] / max(1, v['members']):.0f} B/member × "
                   f"{fmt(v['members'])}" for k, v in mem["zsets"].items()) +
       f"; {mem['keys_per_user']:.2f} keys per user. One user's hash after the drain: "

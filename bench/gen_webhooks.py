@@ -116,11 +116,16 @@ class Writer:
         self.out.write(f"sha1={sig}\t{body}\n")
 
 
+def cid(u):
+    """An Intercom contact id of the real shape (24 hex digits, like a MongoDB ObjectId)."""
+    return f"{0x65f0a1b2c3d4e5f600000000 + u:024x}"
+
+
 def seed(w, n, now):
     # One open conversation per user, opened within the last day.
     for u in range(n):
         at = now - 86400 + (u * 86400) // max(n, 1)
-        w.write("open", tid=f"7{u:09d}", uid=f"user-{u}", cid=f"c{u}", n_at=at, n_opened=at)
+        w.write("open", tid=f"7{u:09d}", uid=f"user-{u}", cid=cid(u), n_at=at, n_opened=at)
 
 
 def mixed(w, n, users, now, rnd, seeded=0):
@@ -136,7 +141,7 @@ def mixed(w, n, users, now, rnd, seeded=0):
         r = rnd.random()
         if r < 0.10:
             u = rnd.randrange(users)
-            w.write("tag", uid=f"user-{u}", cid=f"c{u}", n_at=at,
+            w.write("tag", uid=f"user-{u}", cid=cid(u), n_at=at,
                     tag="churn-risk" if rnd.random() < 0.25 else rnd.choice(
                         ("vip", "beta-tester", "billing", "enterprise")))
             continue
@@ -145,11 +150,11 @@ def mixed(w, n, users, now, rnd, seeded=0):
             seq += 1
             tid = f"8{seq:09d}"
             active.append((u, tid, at))
-            w.write("open", tid=tid, uid=f"user-{u}", cid=f"c{u}", n_at=at, n_opened=at)
+            w.write("open", tid=tid, uid=f"user-{u}", cid=cid(u), n_at=at, n_opened=at)
             continue
         k = rnd.randrange(len(active))
         u, tid, opened = active[k]
-        f = dict(tid=tid, uid=f"user-{u}", cid=f"c{u}", n_at=at, n_opened=opened)
+        f = dict(tid=tid, uid=f"user-{u}", cid=cid(u), n_at=at, n_opened=opened)
         r = rnd.random()
         if r < 0.20:
             w.write("reply", **f)

@@ -297,11 +297,11 @@ static void move_free(struct move_job *mv) {
 
 static void link_force(struct apply_job *job, const char *contact, const char *uid,
                        struct move_job *mv) {
-    char key[STATE_KEY_MAX], ttl[24];
+    char key[STATE_KEY_MAX], now[24];
     state_key_contact(key, contact);
-    i64(ttl, sizeof(ttl), job->o.link_ttl);
-    const char *argv[] = {key, "force", uid, ttl};
-    send_eval(job, STATE_SCRIPT_LINK, mv ? OP_MOVE_FINISH : OP_LINK, -1, mv, 1, 4, argv, NULL);
+    i64(now, sizeof(now), job->o.now);
+    const char *argv[] = {key, "force", contact, uid, now};
+    send_eval(job, STATE_SCRIPT_LINK, mv ? OP_MOVE_FINISH : OP_LINK, -1, mv, 1, 5, argv, NULL);
 }
 
 /* Last step of a move, after the merge into the target succeeded. */
@@ -324,11 +324,10 @@ static void move_finish(struct move_job *mv) {
         json_object_foreach(mv->fields, field, val) {
             if (strncmp(field, "t:", 2) != 0)
                 continue;
-            char tkey[STATE_KEY_MAX], okey[STATE_KEY_MAX];
+            char tkey[STATE_KEY_MAX];
             state_key_ticket(tkey, field + 2);
-            state_key_open(okey, field + 2);
-            const char *margv[] = {tkey, okey, "move", now, ttl, mv->from, mv->to};
-            send_eval(job, STATE_SCRIPT_INDEX, OP_MOVE_FINISH, 0, mv, 2, 7, margv, NULL);
+            const char *margv[] = {tkey, "move", now, ttl, field + 2, mv->from, mv->to};
+            send_eval(job, STATE_SCRIPT_INDEX, OP_MOVE_FINISH, 0, mv, 1, 7, margv, NULL);
         }
     }
     if (mv->link_contact != NULL)
@@ -393,23 +392,23 @@ static void on_move_reply(struct apply_job *job, struct op *op, redisReply *r) {
 static void send_lookup(struct apply_job *job, const char *contact, int ask, enum op_kind kind,
                         int idx) {
     char key[STATE_KEY_MAX], lkey[STATE_KEY_MAX], qkey[STATE_KEY_MAX], rkey[STATE_KEY_MAX];
-    char ttl[24], now_ms[24], lttl[24];
+    char now[24], now_ms[24], lttl[24];
     unsigned p = state_partition(contact, strlen(contact));
     state_key_contact(key, contact);
     state_key_contact_lookup(lkey, contact);
     state_key_jobs_n(qkey, p);
     state_key_job_records_n(rkey, p);
-    i64(ttl, sizeof(ttl), job->o.link_ttl);
+    i64(now, sizeof(now), job->o.now);
     i64(now_ms, sizeof(now_ms), (int64_t)state_now_ms());
     i64(lttl, sizeof(lttl), job->o.lookup_ttl > 0 ? job->o.lookup_ttl : 1);
-    const char *argv[] = {key, lkey, qkey, rkey, "lookup", "", ttl, ask ? "1" : "0", now_ms, lttl};
-    send_eval(job, STATE_SCRIPT_LINK, kind, idx, NULL, 4, 10, argv, NULL);
+    const char *argv[] = {key,     lkey, qkey,          rkey,   "lookup", contact,
+                          "",      now,  ask ? "1" : "0", now_ms, lttl};
+    send_eval(job, STATE_SCRIPT_LINK, kind, idx, NULL, 4, 11, argv, NULL);
 }
 
 static void phase_resolve(struct apply_job *job) {
     const struct state_change *chg = job->chg;
-    char key[STATE_KEY_MAX], ttl[24], now[24];
-    i64(ttl, sizeof(ttl), job->o.link_ttl);
+    char key[STATE_KEY_MAX], now[24];
     i64(now, sizeof(now), job->o.now);
 
     for (size_t i = 0; i < chg->ncontacts; i++) {
@@ -437,26 +436,24 @@ static void phase_resolve(struct apply_job *job) {
     if (need_owners && chg->ticket_id != NULL) {
         char ittl[24];
         i64(ittl, sizeof(ittl), job->o.index_ttl);
-        char okey[STATE_KEY_MAX];
         state_key_ticket(key, chg->ticket_id);
-        state_key_open(okey, chg->ticket_id);
         const char *mode = chg->kind == STATE_CHANGE_TICKET_DELETED ? "delete" : "owners";
-        const char *argv[] = {key, okey, mode, now, ittl};
-        send_eval(job, STATE_SCRIPT_INDEX, OP_OWNERS, -1, NULL, 2, 5, argv, NULL);
+        const char *argv[] = {key, mode, now, ittl, chg->ticket_id};
+        send_eval(job, STATE_SCRIPT_INDEX, OP_OWNERS, -1, NULL, 1, 5, argv, NULL);
     }
 }
 
 static void phase_link(struct apply_job *job) {
     const struct state_change *chg = job->chg;
-    char key[STATE_KEY_MAX], ttl[24];
-    i64(ttl, sizeof(ttl), job->o.link_ttl);
+    char key[STATE_KEY_MAX], now[24];
+    i64(now, sizeof(now), job->o.now);
     for (size_t i = 0; i < chg->ncontacts; i++) {
         const struct state_contact *ct = &chg->contacts[i];
         if (ct->external_id == NULL || ct->contact_id == NULL)
             continue;
         state_key_contact(key, ct->contact_id);
-        const char *argv[] = {key, "link", ct->external_id, ttl};
-        send_eval(job, STATE_SCRIPT_LINK, OP_LINK, (int)i, NULL, 1, 4, argv, NULL);
+        const char *argv[] = {key, "link", ct->contact_id, ct->external_id, now};
+        send_eval(job, STATE_SCRIPT_LINK, OP_LINK, (int)i, NULL, 1, 5, argv, NULL);
     }
     if (chg->kind == STATE_CHANGE_CONTACT_MERGED && job->merge_src.uid != NULL &&
         chg->ncontacts > 0 && job->users[0].uid != NULL &&
@@ -479,20 +476,19 @@ static void apply_ticket(struct apply_job *job) {
     if (nown == 0)
         return;
 
-    char key[STATE_KEY_MAX], okey[STATE_KEY_MAX], now[24], ttl[24];
+    char key[STATE_KEY_MAX], now[24], ttl[24];
     i64(now, sizeof(now), job->o.now);
     i64(ttl, sizeof(ttl), job->o.index_ttl);
     state_key_ticket(key, chg->ticket_id);
-    state_key_open(okey, chg->ticket_id);
-    const char *argv[7 + MAX_USERS + MAX_OWNERS] = {key, okey, "add", now, ttl,
+    const char *argv[7 + MAX_USERS + MAX_OWNERS] = {key, "add", now, ttl, chg->ticket_id,
                                                     chg->ticket_state == STATE_TICKET_CLOSED
                                                         ? "1" : "0"};
     if (chg->detached) {
         /* The listed contacts left the conversation: they lose the ticket, others keep it. */
-        argv[2] = "detach";
+        argv[1] = "detach";
         for (size_t i = 0; i < nown; i++)
             argv[5 + i] = owners[i];
-        send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_DETACH, -1, NULL, 2, 5 + (int)nown, argv,
+        send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_DETACH, -1, NULL, 1, 5 + (int)nown, argv,
                   NULL);
         for (size_t i = 0; i < chg->ncontacts; i++) {
             if (job->users[i].uid != NULL)
@@ -513,7 +509,7 @@ static void apply_ticket(struct apply_job *job) {
     argv[6] = version;
     for (size_t i = 0; i < nown; i++)
         argv[7 + i] = owners[i];
-    send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_ADD, -1, NULL, 2, 7 + (int)nown, argv, NULL);
+    send_eval(job, STATE_SCRIPT_INDEX, OP_INDEX_ADD, -1, NULL, 1, 7 + (int)nown, argv, NULL);
     for (size_t i = 0; i < chg->ncontacts; i++) {
         if (job->users[i].uid != NULL)
             send_apply(job, job->users[i].uid, job->users[i].sync, change_json(job), 1,

@@ -28,8 +28,9 @@ enum state_apply_result {
 struct state_apply_opts {
     int64_t now;          /* unix seconds */
     int64_t keep;         /* seconds to keep a user with no open ticket */
-    int64_t link_ttl;     /* seconds a contact -> user link lives after its last use */
-    int64_t index_ttl;    /* seconds a closed/deleted ticket stays in the owner index */
+    int64_t link_ttl;     /* seconds a contact -> user link is kept after its last use
+                             (the partition sweep, reconcile.lua, drops older ones) */
+    int64_t index_ttl;    /* seconds a closed/deleted ticket stays in the ticket index */
     int64_t lookup_ttl;   /* > 0: queue an Intercom look-up of a contact whose external_id
                              is unknown, at most once per this many seconds */
 };

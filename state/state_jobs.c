@@ -169,41 +169,85 @@ int state_jobs_ack(struct state_store *st, const struct state_job_ack *a, int64_
 }
 
 /*---------------------------------------------------------------------------
- * Reconciliation scan
+ * Partition sweep (reconciliation and pruning)
  *--------------------------------------------------------------------------*/
 
-struct scan_ctx {
+struct sweep_ctx {
+    struct state_store *st;
+    unsigned partition;
+    char now[24], now_ms[24], cutoff[24], max[24], link_day[24];
+    int pending;
+    int failed;
+    long long queued;
     state_jobs_scan_fn *fn;
     void *arg;
 };
 
-static void on_scan(struct state_store *st, redisReply *r, void *arg) {
-    struct scan_ctx *c = arg;
-    (void)st;
-    c->fn(r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : -2, c->arg);
+static void sweep_finish(struct sweep_ctx *c, long long result) {
+    c->fn(result, c->arg);
     free(c);
 }
 
-int state_jobs_reconcile_scan(struct state_store *st, unsigned partition, int64_t now_ms,
-                              int64_t interval_ms, int64_t cutoff, size_t max,
-                              state_jobs_scan_fn *fn, void *arg) {
-    struct scan_ctx *c = malloc(sizeof(*c));
+static void on_sweep_bucket(struct state_store *st, redisReply *r, void *arg) {
+    struct sweep_ctx *c = arg;
+    (void)st;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        c->queued += r->integer;
+    else
+        c->failed = 1;
+    if (--c->pending == 0)
+        sweep_finish(c, c->failed ? -2 : c->queued);
+}
+
+static void on_sweep_lock(struct state_store *st, redisReply *r, void *arg) {
+    struct sweep_ctx *c = arg;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        sweep_finish(c, -2);
+        return;
+    }
+    if (r->type != REDIS_REPLY_STATUS) { /* nil: another replica swept it recently */
+        sweep_finish(c, -1);
+        return;
+    }
+    c->pending = 1; /* held while sending */
+    for (unsigned b = 0; b < STATE_BUCKETS; b++) {
+        char tk[STATE_KEY_MAX], ck[STATE_KEY_MAX], q[STATE_KEY_MAX], rec[STATE_KEY_MAX];
+        state_key_ticket_bucket_n(tk, c->partition, b);
+        state_key_contact_bucket_n(ck, c->partition, b);
+        state_key_jobs_n(q, c->partition);
+        state_key_job_records_n(rec, c->partition);
+        const char *argv[] = {tk, ck, q, rec, c->now, c->now_ms, c->cutoff, c->max, c->link_day};
+        if (state_store_eval(st, STATE_SCRIPT_RECONCILE, on_sweep_bucket, c, 4, 9, argv, NULL) < 0) {
+            c->failed = 1;
+            break;
+        }
+        c->pending++;
+    }
+    if (--c->pending == 0)
+        sweep_finish(c, c->failed ? -2 : c->queued);
+}
+
+int state_jobs_sweep(struct state_store *st, unsigned partition, int64_t now_ms,
+                     int64_t interval_ms, int64_t cutoff, size_t max, int64_t link_ttl,
+                     state_jobs_scan_fn *fn, void *arg) {
+    struct sweep_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return -1;
+    c->st = st;
+    c->partition = partition;
     c->fn = fn;
     c->arg = arg;
-    char open[STATE_KEY_MAX], lock[STATE_KEY_MAX], q[STATE_KEY_MAX], rec[STATE_KEY_MAX];
-    char now[24], iv[24], cut[24], mx[24];
-    state_key_open_n(open, partition);
+    i64(c->now, sizeof(c->now), now_ms / 1000);
+    i64(c->now_ms, sizeof(c->now_ms), now_ms);
+    if (cutoff >= 0)
+        i64(c->cutoff, sizeof(c->cutoff), cutoff);
+    i64(c->max, sizeof(c->max), (int64_t)max);
+    i64(c->link_day, sizeof(c->link_day), (now_ms / 1000 - link_ttl) / 86400);
+    char lock[STATE_KEY_MAX], iv[24];
     state_key_reconcile_lock_n(lock, partition);
-    state_key_jobs_n(q, partition);
-    state_key_job_records_n(rec, partition);
-    i64(now, sizeof(now), now_ms);
     i64(iv, sizeof(iv), interval_ms);
-    i64(cut, sizeof(cut), cutoff);
-    i64(mx, sizeof(mx), (int64_t)max);
-    const char *argv[] = {open, lock, q, rec, now, iv, cut, mx};
-    if (state_store_eval(st, STATE_SCRIPT_RECONCILE, on_scan, c, 4, 8, argv, NULL) < 0) {
+    const char *argv[] = {"SET", lock, "1", "NX", "PX", iv};
+    if (state_store_command(st, on_sweep_lock, c, 6, argv, NULL) < 0) {
         free(c);
         return -1;
     }

@@ -49,12 +49,14 @@ typedef void state_jobs_acked_fn(const char *status, void *arg);
 int state_jobs_ack(struct state_store *st, const struct state_job_ack *a, int64_t now_ms,
                    state_jobs_acked_fn *fn, void *arg);
 
-/* Reconciliation: in one partition, queues re-checks of tickets opened before `cutoff`
- * (unix seconds), unless another worker did so within interval_ms. fn gets the number
- * queued (-1: skipped, the partition was scanned recently; -2: Redis failed). */
+/* The periodic sweep of one partition (reconcile.lua on each of its buckets), unless
+ * another worker swept it within interval_ms: drops ticket index records past their
+ * expiry and contact links unused for link_ttl seconds, and queues re-checks of tickets
+ * open since before `cutoff` (unix seconds; -1: queue none), at most `max` per bucket.
+ * fn gets the number queued (-1: skipped, swept recently; -2: Redis failed). */
 typedef void state_jobs_scan_fn(long long queued, void *arg);
-int state_jobs_reconcile_scan(struct state_store *st, unsigned partition, int64_t now_ms,
-                              int64_t interval_ms, int64_t cutoff, size_t max,
-                              state_jobs_scan_fn *fn, void *arg);
+int state_jobs_sweep(struct state_store *st, unsigned partition, int64_t now_ms,
+                     int64_t interval_ms, int64_t cutoff, size_t max, int64_t link_ttl,
+                     state_jobs_scan_fn *fn, void *arg);
 
 #endif

@@ -4,13 +4,25 @@
 #include <stdio.h>
 #include <string.h>
 
-unsigned state_partition(const char *id, size_t len) {
+static uint32_t fnv1a(const char *id, size_t len) {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < len; i++) {
         h ^= (unsigned char)id[i];
         h *= 16777619u;
     }
-    return h % STATE_PARTITIONS;
+    return h;
+}
+
+unsigned state_partition(const char *id, size_t len) {
+    return fnv1a(id, len) % STATE_PARTITIONS;
+}
+
+/* The bucket uses the hash bits above the partition's, so the buckets of one partition
+ * fill evenly. */
+static size_t build_bucket(char *buf, char type, const char *id) {
+    uint32_t h = fnv1a(id, strlen(id));
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:%c:%u", h % STATE_PARTITIONS, type,
+                            (h / STATE_PARTITIONS) % STATE_BUCKETS);
 }
 
 static size_t build(char *buf, char type, const char *id) {
@@ -28,11 +40,19 @@ size_t state_key_events(char *buf, const char *user) {
 }
 
 size_t state_key_ticket(char *buf, const char *ticket) {
-    return build(buf, 'k', ticket);
+    return build_bucket(buf, 'k', ticket);
 }
 
 size_t state_key_contact(char *buf, const char *contact) {
-    return build(buf, 'c', contact);
+    return build_bucket(buf, 'c', contact);
+}
+
+size_t state_key_ticket_bucket_n(char *buf, unsigned partition, unsigned bucket) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:k:%u", partition, bucket);
+}
+
+size_t state_key_contact_bucket_n(char *buf, unsigned partition, unsigned bucket) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:c:%u", partition, bucket);
 }
 
 size_t state_key_queue_n(char *buf, unsigned partition) {
@@ -51,14 +71,6 @@ size_t state_key_contact_lookup(char *buf, const char *contact) {
     int n = snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:cl:%s",
                      state_partition(contact, strlen(contact)), contact);
     return n < STATE_KEY_MAX ? (size_t)n : STATE_KEY_MAX - 1;
-}
-
-size_t state_key_open_n(char *buf, unsigned partition) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:open", partition);
-}
-
-size_t state_key_open(char *buf, const char *ticket) {
-    return state_key_open_n(buf, state_partition(ticket, strlen(ticket)));
 }
 
 size_t state_key_reconcile_lock_n(char *buf, unsigned partition) {

@@ -15,11 +15,12 @@
  *                               them all at once when Customer.io answers after an outage)
  *   sd:{rl}:<dest>       zset   requests sent in the last second (shared rate limit)
  *   sd:{dlq}:<dest>      stream dead letters
- *   sd:{pT}:k:<ticket>   hash   owners of a ticket
- *   sd:{pC}:c:<contact>  string the user a contact id belongs to ("?" = none yet)
+ *   sd:{pT}:k:<b>        hash   ticket index, one bucket of many tickets: ticket id -> its
+ *                               newest version, owners and expiry (index.lua documents it)
+ *   sd:{pC}:c:<b>        hash   contact links, one bucket: contact id -> "<day>|<user>"
+ *                               ("?" as user = none yet; day = last use, for pruning)
  *   sd:{pC}:cl:<contact> string a look-up of the contact was queued (expires: look again)
- *   sd:{pT}:open         zset   open tickets "<kind>:<ticket>" -> opened_at (reconciliation)
- *   sd:{pN}:rk           string reconciliation scanned partition N recently (a lock)
+ *   sd:{pN}:rk           string partition N was swept recently (a lock; reconcile.lua)
  *   sd:{pN}:iq           zset   Intercom jobs (forward an event, look up a contact,
  *                               re-check a ticket): job id -> due time; N from the job id
  *   sd:{pN}:ij, :ia      hash   job records, and their attempts
@@ -33,6 +34,12 @@
 #include <stdint.h>
 
 #define STATE_PARTITIONS 64
+/* Tickets and contacts are kept as fields of bucket hashes, STATE_BUCKETS per partition,
+ * rather than one key each: a key costs ~80 bytes of overhead before its value, while a
+ * field of a small (listpack-encoded) hash costs a few. 64 x 128 buckets stay listpacks
+ * (Redis's default hash-max-listpack-entries is 128) up to about a million live tickets;
+ * past that a bucket turns into an ordinary hash table: still correct, just larger. */
+#define STATE_BUCKETS 128
 #define STATE_KEY_MAX 512 /* user ids are <= 256 bytes (the API refuses longer ones) */
 
 /* The partition of an id. Can't fail. */
@@ -47,9 +54,9 @@ size_t state_key_window_n(char *buf, unsigned partition);
 size_t state_key_ticket(char *buf, const char *ticket);
 size_t state_key_contact(char *buf, const char *contact);
 size_t state_key_contact_lookup(char *buf, const char *contact);
-size_t state_key_open_n(char *buf, unsigned partition);
+size_t state_key_ticket_bucket_n(char *buf, unsigned partition, unsigned bucket);
+size_t state_key_contact_bucket_n(char *buf, unsigned partition, unsigned bucket);
 size_t state_key_reconcile_lock_n(char *buf, unsigned partition);
-size_t state_key_open(char *buf, const char *ticket);
 
 /* Intercom jobs. A job id is a one-letter type, ':', and a routing id (event, contact or
  * ticket id) that picks the partition, so a job can be queued atomically with the

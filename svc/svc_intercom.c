@@ -24,7 +24,8 @@
 #define JOBS_PER_PARTITION 25
 #define IDLE_MS 250
 #define RESPONSE_KEEP 2048
-#define RECONCILE_MAX_PER_PARTITION 500
+#define RECONCILE_MAX_PER_BUCKET 8 /* x STATE_BUCKETS per partition and interval */
+#define SWEEP_INTERVAL_S 3600         /* when reconciliation is off, pruning still runs */
 
 /*---------------------------------------------------------------------------
  * Process-wide status (one Intercom app for every loop)
@@ -89,7 +90,8 @@ void svc_intercom_apply_opts(const struct svc_config *cfg, struct state_apply_op
     memset(o, 0, sizeof(*o));
     o->now = (int64_t)time(NULL);
     o->keep = w + 86400;
-    o->link_ttl = 400 * 86400;   /* contact links outlive any window; refreshed on use */
+    o->link_ttl = 400 * 86400;   /* contact links outlive any window (the sweep drops them
+                                    after this long unused) */
     o->index_ttl = 30 * 86400;   /* a closed ticket's owners, for a late delete */
     o->lookup_ttl = cfg->lookup_ttl;
 }
@@ -690,7 +692,7 @@ static void schedule(struct svc_intercom *w, int ms) {
 }
 
 /*---------------------------------------------------------------------------
- * Reconciliation scans and gauges (loop 0)
+ * Partition sweeps (reconciliation, pruning) and gauges (loop 0)
  *--------------------------------------------------------------------------*/
 
 static void on_scanned(long long queued, void *arg) {
@@ -711,10 +713,14 @@ static void on_reconcile_tick(evutil_socket_t fd, short what, void *arg) {
     if (w->stopping || !state_store_ready(w->store))
         return;
     int64_t now_ms = (int64_t)state_now_ms();
-    int64_t cutoff = now_ms / 1000 - w->cfg->reconcile_age;
+    int reconcile = w->cfg->reconcile_interval > 0;
+    int64_t interval = reconcile ? w->cfg->reconcile_interval : SWEEP_INTERVAL_S;
+    int64_t cutoff = reconcile ? now_ms / 1000 - w->cfg->reconcile_age : -1;
+    struct state_apply_opts o;
+    svc_intercom_apply_opts(w->cfg, &o);
     for (unsigned p = 0; p < STATE_PARTITIONS; p++)
-        state_jobs_reconcile_scan(w->store, p, now_ms, w->cfg->reconcile_interval * 1000, cutoff,
-                                  RECONCILE_MAX_PER_PARTITION, on_scanned, w);
+        state_jobs_sweep(w->store, p, now_ms, interval * 1000, cutoff, RECONCILE_MAX_PER_BUCKET,
+                         o.link_ttl, on_scanned, w);
 }
 
 static void on_stats_tick(evutil_socket_t fd, short what, void *arg) {
@@ -749,15 +755,14 @@ struct svc_intercom *svc_intercom_new(struct event_base *base, struct state_stor
         w->stats_ev = event_new(base, -1, EV_PERSIST, on_stats_tick, w);
         if (w->stats_ev != NULL)
             event_add(w->stats_ev, &five);
-        if (cfg->reconcile_interval > 0) {
-            /* Scan often enough to notice a partition whose lock expired; the locks keep
-             * the real rate at one scan per partition per interval for all replicas. */
-            int64_t every = cfg->reconcile_interval < 30 ? cfg->reconcile_interval : 30;
-            struct timeval tv = {(time_t)every, 0};
-            w->reconcile_ev = event_new(base, -1, EV_PERSIST, on_reconcile_tick, w);
-            if (w->reconcile_ev != NULL)
-                event_add(w->reconcile_ev, &tv);
-        }
+        /* Try often enough to notice a partition whose lock expired; the locks keep the
+         * real rate at one sweep per partition per interval for all replicas. */
+        int64_t interval = cfg->reconcile_interval > 0 ? cfg->reconcile_interval
+                                                       : SWEEP_INTERVAL_S;
+        struct timeval tv = {(time_t)(interval < 30 ? interval : 30), 0};
+        w->reconcile_ev = event_new(base, -1, EV_PERSIST, on_reconcile_tick, w);
+        if (w->reconcile_ev != NULL)
+            event_add(w->reconcile_ev, &tv);
     }
     schedule(w, 150);
     return w;

@@ -300,15 +300,20 @@ class Service:
 # --------------------------------------------------------------------------- Redis keys
 
 PARTITIONS = 64
+BUCKETS = 128
 
 
-def partition(identifier):
-    """FNV-1a 32-bit of the id, mod 64: the {p<N>} hash tag of its keys (state_keys.h)."""
+def fnv1a(identifier):
     h = 2166136261
     for b in identifier.encode():
         h ^= b
         h = (h * 16777619) & 0xFFFFFFFF
-    return h % PARTITIONS
+    return h
+
+
+def partition(identifier):
+    """FNV-1a 32-bit of the id, mod 64: the {p<N>} hash tag of its keys (state_keys.h)."""
+    return fnv1a(identifier) % PARTITIONS
 
 
 def user_key(user):
@@ -323,9 +328,26 @@ def queue_key(user):
     return f"sd:{{p{partition(user)}}}:q"
 
 
-def ticket_key(ticket):
-    return f"sd:{{p{partition(ticket)}}}:k:{ticket}"
+def bucket_key(kind, identifier):
+    """Tickets and contact links live as fields of bucket hashes (state_keys.h)."""
+    h = fnv1a(identifier)
+    return f"sd:{{p{h % PARTITIONS}}}:{kind}:{(h // PARTITIONS) % BUCKETS}"
 
 
-def contact_key(contact):
-    return f"sd:{{p{partition(contact)}}}:c:{contact}"
+def ticket_record(redis, ticket):
+    """The ticket index record (index.lua): (version, deleted_at, expires_at, owners)."""
+    raw = redis.cmd("HGET", bucket_key("k", ticket), ticket)
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    version, deleted, expires, owners = raw.split(";", 3)
+    return version, int(deleted), int(expires), [o for o in owners.split("\0") if o]
+
+
+def contact_link(redis, contact):
+    """The user a contact id is linked to ("?" = none yet), or None (link.lua)."""
+    raw = redis.cmd("HGET", bucket_key("c", contact), contact)
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    return None if raw is None else raw.split("|", 1)[1]

@@ -414,3 +414,32 @@ def test_reconciliation_never_overrides_a_newer_webhook(make_service, isim):
              what="the re-check")
     time.sleep(0.5)
     assert svc.user("u-rc-3")["has_open_ticket"] is True
+
+
+def test_sweep_drops_expired_ticket_records_and_unused_links(make_service, isim, redis):
+    """Closed tickets and contact links are fields of bucket hashes, which have no per-field
+    expiry: the periodic sweep must remove them once their time is up, and only then, or
+    Redis grows for ever."""
+    from harness import bucket_key, contact_link, ticket_record
+    now = int(time.time())
+    svc = make_service(env=ic_env(isim, SUPPRESS_RECONCILE_INTERVAL=1))
+    svc.webhook(conversation(topic="conversation.user.created", conv_id="830000000000001",
+                             users=[("c-sw-1", "u-sw-1")], state="open",
+                             created_at=now - 60, updated_at=now - 50))
+    svc.webhook(conversation(topic="conversation.admin.closed", conv_id="830000000000001",
+                             users=[("c-sw-1", "u-sw-1")], state="closed",
+                             created_at=now - 60, updated_at=now - 40))
+    version, deleted, expires, owners = ticket_record(redis, "830000000000001")
+    assert version.startswith("c|") and deleted == 0 and owners == ["u-sw-1"]
+    assert now + 29 * 86400 < expires <= now + 31 * 86400   # kept 30 days for a late delete
+    assert contact_link(redis, "c-sw-1") == "u-sw-1"
+    # What older deliveries left behind: a closed ticket past its expiry, and a link nobody
+    # used for longer than links are kept (400 days).
+    redis.cmd("HSET", bucket_key("k", "830000000000009"), "830000000000009",
+              f"c|{now - 40 * 86400}|0|c|0|0;0;{now - 5};u-sw-2")
+    redis.cmd("HSET", bucket_key("c", "c-sw-old"), "c-sw-old", f"{now // 86400 - 401}|u-sw-2")
+    wait_for(lambda: ticket_record(redis, "830000000000009") is None
+             and contact_link(redis, "c-sw-old") is None, timeout=15,
+             what="the sweep to drop the expired record and the unused link")
+    assert ticket_record(redis, "830000000000001")[3] == ["u-sw-1"]
+    assert contact_link(redis, "c-sw-1") == "u-sw-1"
