@@ -48,16 +48,17 @@ static void set_fact(struct state_facts *facts, const char *f, size_t flen, cons
         facts->csat_at = x;
 }
 
-/* Parses "k|s|p|o|u|nc" (see apply.lua). Returns 0 or -1. */
+/* Parses "kind|state|prio|u-opened_at|u|..." (see apply.lua: times are stored as
+ * differences from u, Intercom's updated_at). Returns 0 or -1. */
 static int parse_ticket(const char *v, size_t len, struct state_user_ticket *t) {
     char buf[128];
     if (len >= sizeof(buf))
         return -1;
     memcpy(buf, v, len);
     buf[len] = '\0';
-    char *parts[6];
+    char *parts[5];
     char *save = NULL, *p = buf;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 5; i++) {
         parts[i] = strtok_r(p, "|", &save);
         p = NULL;
         if (parts[i] == NULL)
@@ -76,8 +77,8 @@ static int parse_ticket(const char *v, size_t len, struct state_user_ticket *t) 
         break;
     }
     t->priority = parts[2][0] == '1';
-    t->opened_at = to_i64(parts[3], strlen(parts[3]));
     t->updated_at = to_i64(parts[4], strlen(parts[4]));
+    t->opened_at = t->updated_at - to_i64(parts[3], strlen(parts[3]));
     return 0;
 }
 

@@ -11,10 +11,13 @@
 -- ARGV[6] seconds to keep a user with no open ticket (longest rule window + margin)
 --
 -- User hash fields:
---   t:<ticket>  "kind|state|prio|opened_at|updated_at|notified_at|recorded_at"
---               kind c(onversation)/t(icket); state o(pen)/s(noozed)/c(losed)/d(eleted)/
---               x (this user was detached from it); recorded_at is our clock, for pruning
---   n  open ticket count      pa last opened_at among priority tickets
+--   t:<ticket>  "kind|state|prio|u-opened_at|u|notified_at-u|recorded_at-u", u = Intercom's
+--               updated_at; the other times are stored as differences from it (usually
+--               small or 0) to keep the hash small. kind c(onversation)/t(icket); state
+--               o(pen)/s(noozed)/c(losed)/d(eleted)/x (this user was detached from it);
+--               notified_at orders two updates within one second; recorded_at is our
+--               clock, for pruning
+--   n  open ticket count      pa last opened_at among priority tickets (n, pa absent: 0)
 --   ca churn tag time         cu churn tag removal time
 --   cs last CSAT score        ct its time        ck its ticket
 --   ua latest event time      sv sync version (bumped when derived state changes)
@@ -52,12 +55,12 @@ local function parse_ticket(v)
     local k, s, p, o, u, nc, r =
         string.match(v, '^(%a)|(%a)|(%d)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%-?%d+)$')
     if not k then return nil end
-    return {k = k, s = s, p = tonumber(p), o = tonumber(o), u = tonumber(u), nc = tonumber(nc),
-            r = tonumber(r)}
+    u = tonumber(u)
+    return {k = k, s = s, p = tonumber(p), o = u - tonumber(o), u = u, nc = u + tonumber(nc),
+            r = u + tonumber(r)}
 end
 local function fmt_ticket(t)
-    return t.k .. '|' .. t.s .. '|' .. t.p .. '|' .. t.o .. '|' .. t.u .. '|' .. t.nc .. '|' ..
-           (t.r or now)
+    return table.concat({t.k, t.s, t.p, t.u - t.o, t.u, t.nc - t.u, (t.r or now) - t.u}, '|')
 end
 local function is_open(s) return s == 'o' or s == 's' end
 -- (u, nc) orders two versions of a ticket: Intercom's updated_at, then the notification's
@@ -192,7 +195,8 @@ for f, v in pairs(h) do
     end
 end
 for _, f in ipairs(dels) do h[f] = nil end
-h.n, h.pa = n, pa
+h.n = n > 0 and n or nil
+h.pa = pa > 0 and pa or nil
 if dd ~= '' then h['d:' .. dd] = now end
 
 local after = table.concat({num(h.n), num(h.pa), num(h.ca), num(h.cu), num(h.cs), num(h.ct),
@@ -207,7 +211,7 @@ for f, v in pairs(h) do
     out[#out + 1] = f
     out[#out + 1] = tostring(v)
 end
-redis.call('HSET', ukey, unpack(out))
+if #out > 0 then redis.call('HSET', ukey, unpack(out)) end
 if n > 0 then redis.call('PERSIST', ukey) else redis.call('EXPIRE', ukey, keep) end
 
 if changed and sync then

@@ -25,10 +25,11 @@ static void parse(struct state_user *u, const char *const *kv, size_t n) {
 static void test_open_tickets_listed_oldest_first(void **state) {
     (void)state;
     static const char *const kv[] = {
-        "t:200", "c|o|1|1768000200|1768000300|1768000301",
-        "t:100", "t|s|0|1768000100|1768000150|1768000151",
-        "t:300", "c|c|0|1768000050|1768000400|1768000401",  /* closed: not listed */
-        "t:400", "c|d|1|1768000010|1768000020|1768000021",  /* deleted: not listed */
+        /* kind|state|prio|updated-opened|updated|notified-updated|recorded-updated */
+        "t:200", "c|o|1|100|1768000300|1|5",
+        "t:100", "t|s|0|50|1768000150|1|0",
+        "t:300", "c|c|0|350|1768000400|1|0",  /* closed: not listed */
+        "t:400", "c|d|1|10|1768000020|1|0",   /* deleted: not listed */
         "n", "2", "pa", "1768000200", "ca", "1768000500", "cu", "0",
         "cs", "2", "ct", "1768000600", "ck", "200", "ua", "1768000700",
         "sv", "5", "d:0123456789abcdef", "1768000000",
