@@ -36,20 +36,25 @@ local keep = tonumber(ARGV[6])
 local DEDUPE_TTL = 7 * 86400
 local CLOSED_TTL = 30 * 86400
 
-if dd ~= '' and redis.call('HEXISTS', ukey, 'd:' .. dd) == 1 then
-    return {'dup', 0, tonumber(redis.call('HGET', ukey, 'n') or '0')}
+local h, old = {}, {}
+local flat = redis.call('HGETALL', ukey)
+for i = 1, #flat, 2 do
+    h[flat[i]] = flat[i + 1]
+    old[flat[i]] = flat[i + 1]
+end
+if dd ~= '' and h['d:' .. dd] then
+    return {'dup', 0, tonumber(h.n or '0')}
 end
 
 local c = cjson.decode(ARGV[4])
 local at = tonumber(c.at) or now
 
-local h = {}
-local flat = redis.call('HGETALL', ukey)
-for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-
 local function num(v) return tonumber(v) or 0 end
-local before = table.concat({num(h.n), num(h.pa), num(h.ca), num(h.cu), num(h.cs), num(h.ct),
-                             h.ck or ''}, ',')
+-- The derived facts Customer.io sees; compared after the change to tell whether to sync.
+local FACTS = {'n', 'pa', 'ca', 'cu', 'cs', 'ct', 'ck'}
+local function fact(f) if f == 'ck' then return h.ck or '' end return num(h[f]) end
+local before = {}
+for i, f in ipairs(FACTS) do before[i] = fact(f) end
 
 local function parse_ticket(v)
     local k, s, p, o, u, nc, r =
@@ -199,20 +204,33 @@ h.n = n > 0 and n or nil
 h.pa = pa > 0 and pa or nil
 if dd ~= '' then h['d:' .. dd] = now end
 
-local after = table.concat({num(h.n), num(h.pa), num(h.ca), num(h.cu), num(h.cs), num(h.ct),
-                            h.ck or ''}, ',')
-local changed = (after ~= before) or #events > 0 or attrs_changed
+local facts_changed = false
+for i, f in ipairs(FACTS) do
+    if fact(f) ~= before[i] then facts_changed = true end
+end
+local changed = facts_changed or #events > 0 or attrs_changed
 if changed and sync then h.sv = num(h.sv) + 1 end
 
--- Write back: the hash is small, so replacing it whole is simpler than tracking edits.
-redis.call('DEL', ukey)
-local out = {}
+-- Write back only what changed: fewer hash operations, and with effects replication a
+-- much smaller AOF record than the whole hash.
+local out, gone = {}, {}
 for f, v in pairs(h) do
-    out[#out + 1] = f
-    out[#out + 1] = tostring(v)
+    v = tostring(v)
+    if old[f] ~= v then
+        out[#out + 1] = f
+        out[#out + 1] = v
+    end
 end
+for f in pairs(old) do
+    if h[f] == nil then gone[#gone + 1] = f end
+end
+if #gone > 0 then redis.call('HDEL', ukey, unpack(gone)) end
 if #out > 0 then redis.call('HSET', ukey, unpack(out)) end
-if n > 0 then redis.call('PERSIST', ukey) else redis.call('EXPIRE', ukey, keep) end
+if n > 0 then
+    if #flat > 0 then redis.call('PERSIST', ukey) end
+else
+    redis.call('EXPIRE', ukey, keep)
+end
 
 if changed and sync then
     local ids = c.ids or {}
