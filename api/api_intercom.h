@@ -25,8 +25,20 @@ struct api_intercom_opts {
     size_t nprofile_attrs;
 };
 
-/* A parsed notification. `chg` borrows strings from `root` and `arena`. */
+struct api_jarena;
+
+/* A parsed notification. `chg` borrows strings from `root` and `arena`.
+ *
+ * Once api_jarena_install has run, the jansson tree (root, profile, synced and all they
+ * hold) is carved from `heap`, an arena private to this doc, and api_intercom_free
+ * releases it whole without walking the tree. So no node of the doc may be kept beyond
+ * api_intercom_free: a json_incref'd node in a longer-lived object, or a doc node
+ * decref'd to zero elsewhere, would touch freed memory. Borrowing for the doc's life
+ * (json_object_set into a temporary that is dumped and released before the doc, as
+ * state_apply does) is fine; nothing may be added to the doc's objects after parsing.
+ * The doc must not move in memory (chg points into it); it may be freed on any thread. */
 struct api_intercom_doc {
+    struct api_jarena *heap;        /* NULL: the tree came from malloc (no hooks, or OOM) */
     json_t *root;
     struct state_change chg;
     int known_topic;                /* 0: acknowledged and counted as "ignored" */

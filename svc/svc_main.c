@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api_jarena.h"
 #include "svc/svc_config.h"
 #include "svc/svc_curl.h"
 #include "svc/svc_log.h"
@@ -66,6 +67,10 @@ static void log_startup(const struct svc_config *cfg) {
 int main(int argc, char **argv) {
     int check_only = 0, backfill = 0, restart = 0;
     char err[512];
+
+    /* Before any jansson use and before any thread: webhook parses allocate from a
+     * per-document arena (api/api_jarena.h). */
+    api_jarena_install();
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "api/api_intercom.h"
+#include "api/api_jarena.h"
 
 #define FIXDIR "tests/fixtures/intercom/"
 #define C1 "65a1f0c2e4b0a1b2c3d40001"
@@ -490,6 +491,90 @@ static void test_integer_ids_and_ms_times(void **state) {
     api_intercom_free(&doc);
 }
 
+/*---------------------------------------------------------------------------
+ * Parse arenas (api_jarena): the tests above run once with jansson on malloc and once
+ * with the hooks installed; these check what only the arena path does.
+ *--------------------------------------------------------------------------*/
+
+/* A tree far larger than the first chunk (sized from the body) spills into more. */
+static void test_arena_grows_past_first_chunk(void **state) {
+    (void)state;
+    char *body = malloc(400000);
+    assert_non_null(body);
+    size_t n = (size_t)snprintf(body, 400000, "%s",
+                                "{\"type\":\"notification_event\",\"id\":\"notif_big\","
+                                "\"topic\":\"conversation.admin.noted\",\"created_at\":1768000000,"
+                                "\"data\":{\"item\":{\"type\":\"conversation\",\"id\":\"77\","
+                                "\"state\":\"open\",\"contacts\":{\"contacts\":[{\"id\":\"c1\","
+                                "\"external_id\":\"u1\"}]},\"conversation_parts\":{\"conversation_parts\":[");
+    /* Tiny elements in a short body: many nodes per byte, well beyond the ratio. */
+    for (int i = 0; i < 20000; i++)
+        n += (size_t)snprintf(body + n, 400000 - n, "%s{\"a\":[%d]}", i ? "," : "", i);
+    n += (size_t)snprintf(body + n, 400000 - n, "]}}}}");
+    struct api_intercom_doc doc;
+    char err[256];
+    assert_int_equal(api_intercom_parse(&doc, body, n, &opts, err, sizeof(err)), 0);
+    assert_string_equal(doc.chg.ticket_id, "77");
+    assert_string_equal(doc.chg.contacts[0].external_id, "u1");
+    if (api_jarena_installed()) {
+        assert_non_null(doc.heap);
+        assert_true(api_jarena_used(doc.heap) > 10 * n);
+    }
+    api_intercom_free(&doc);
+    free(body);
+}
+
+/* Profile and synced attributes live in the doc's arena; state_apply borrows them into a
+ * malloc'd change object that it dumps and releases before the doc goes. */
+static void test_arena_profile_borrowed(void **state) {
+    (void)state;
+    static const char *const attrs[] = {"plan", "name"};
+    struct api_intercom_opts o = opts;
+    o.profile_attrs = attrs;
+    o.nprofile_attrs = 2;
+    size_t len = 0;
+    char *body = read_file("contact_user_created.json", &len);
+    struct api_intercom_doc doc;
+    char err[256];
+    assert_int_equal(api_intercom_parse(&doc, body, len, &o, err, sizeof(err)), 0);
+    assert_non_null(doc.chg.profile);
+    assert_non_null(doc.chg.synced);
+    json_t *c = json_object(); /* outside the parse: malloc */
+    json_object_set_new(c, "at", json_integer(1));
+    json_object_set(c, "attrs", (json_t *)(uintptr_t)doc.chg.profile);
+    json_object_set(c, "synced", (json_t *)(uintptr_t)doc.chg.synced);
+    char *text = json_dumps(c, JSON_COMPACT);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"attrs\":{"));
+    free(text); /* json_dumps's buffer is plain malloc outside a parse */
+    json_decref(c);
+    api_intercom_free(&doc);
+    api_intercom_free(&doc); /* a freed doc is a zeroed doc */
+    free(body);
+}
+
+/* Two docs alive at once (several webhooks in flight on one loop), freed out of order,
+ * with jansson used in between. */
+static void test_arena_interleaved_docs(void **state) {
+    (void)state;
+    size_t la = 0, lb = 0;
+    char *a_body = read_file("conversation_admin_closed.json", &la);
+    char *b_body = read_file("conversation_contact_attached.json", &lb);
+    struct api_intercom_doc a, b;
+    char err[256];
+    assert_int_equal(api_intercom_parse(&a, a_body, la, &opts, err, sizeof(err)), 0);
+    json_t *between = json_pack("{s:s, s:[i,i]}", "k", "v", "l", 1, 2);
+    assert_int_equal(api_intercom_parse(&b, b_body, lb, &opts, err, sizeof(err)), 0);
+    const char *a_ticket = a.chg.ticket_id;
+    api_intercom_free(&b);
+    assert_string_equal(a_ticket, a.chg.ticket_id);
+    assert_int_equal(a.chg.ticket_state, STATE_TICKET_CLOSED);
+    json_decref(between);
+    api_intercom_free(&a);
+    free(a_body);
+    free(b_body);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_fixture),
@@ -505,6 +590,14 @@ int main(void) {
         cmocka_unit_test(test_same_id_same_dedupe_across_bodies),
         cmocka_unit_test(test_iso8601),
         cmocka_unit_test(test_integer_ids_and_ms_times),
+        cmocka_unit_test(test_arena_grows_past_first_chunk),
+        cmocka_unit_test(test_arena_profile_borrowed),
+        cmocka_unit_test(test_arena_interleaved_docs),
     };
-    return cmocka_run_group_tests_name("api_intercom", tests, NULL, NULL);
+    /* First with jansson on malloc (no hooks), then as the service runs: hooks installed,
+     * every parse in its own arena. */
+    int failed = cmocka_run_group_tests_name("api_intercom (malloc)", tests, NULL, NULL);
+    api_jarena_install();
+    failed += cmocka_run_group_tests_name("api_intercom (arena)", tests, NULL, NULL);
+    return failed;
 }
