@@ -72,17 +72,21 @@ struct state_store {
     char status[256];
 };
 
-/* One command in flight. For scripts it keeps an EVAL form to resend on NOSCRIPT. */
+/* One command in flight. A script call keeps its EVALSHA as sent (the RESP bytes, in
+ * the same allocation) so that a NOSCRIPT answer can be resent as EVAL: same
+ * arguments after the sha, which is swapped for the script's text. */
 struct pending_cmd {
     struct state_store *st;
     state_reply_fn *fn;
     void *arg;
     int internal;                    /* handshake step: fn is NULL */
-    int eval_argc;                   /* > 0: EVALSHA that may be retried as EVAL */
+    int is_eval;                     /* an EVALSHA that may be retried as EVAL */
     enum state_script script;
     int retried;
-    char **eval_argv;
-    size_t *eval_argvlen;
+    int eval_argc;                   /* arguments of the EVALSHA, incl. its name and sha */
+    size_t cmdlen;                   /* bytes of cmd[] */
+    size_t tail;                     /* offset in cmd[] of the arguments after the sha */
+    char cmd[];                      /* for scripts: the formatted EVALSHA */
 };
 
 static void start_connect(struct state_store *st);
@@ -118,13 +122,78 @@ static void set_status(struct state_store *st, const char *fmt, const char *deta
 }
 
 static void free_pending(struct pending_cmd *pc) {
-    if (pc->eval_argv != NULL) {
-        for (int i = 0; i < pc->eval_argc; i++)
-            free(pc->eval_argv[i]);
-        free(pc->eval_argv);
-        free(pc->eval_argvlen);
-    }
     free(pc);
+}
+
+/* Writes the decimal digits of v at p; returns the end. */
+static char *put_uint(char *p, size_t v) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static size_t count_digits(size_t v) {
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* RESP bytes of one bulk string of `len` bytes. */
+static size_t bulk_size(size_t len) {
+    return 1 + count_digits(len) + 2 + len + 2;
+}
+
+static char *put_bulk(char *p, const char *s, size_t len) {
+    *p++ = '$';
+    p = put_uint(p, len);
+    *p++ = '\r';
+    *p++ = '\n';
+    memcpy(p, s, len);
+    p += len;
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+static char *put_array_header(char *p, size_t n) {
+    *p++ = '*';
+    p = put_uint(p, n);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *privdata);
+
+/* Resends pc's EVALSHA as EVAL <script text> with the same arguments. 0 when sent. */
+static int resend_as_eval(redisAsyncContext *ac, struct pending_cmd *pc) {
+    const char *text = scripts[pc->script].text;
+    size_t textlen = strlen(text);
+    size_t restlen = pc->cmdlen - pc->tail;
+    size_t len = 1 + count_digits((size_t)pc->eval_argc) + 2 + bulk_size(4) + bulk_size(textlen) +
+                 restlen;
+    char *cmd = malloc(len);
+    if (cmd == NULL)
+        abort();
+    char *p = put_array_header(cmd, (size_t)pc->eval_argc);
+    p = put_bulk(p, "EVAL", 4);
+    p = put_bulk(p, text, textlen);
+    memcpy(p, pc->cmd + pc->tail, restlen);
+    if ((size_t)(p + restlen - cmd) != len)
+        abort();
+    /* hiredis copies the command into its output buffer before returning. */
+    int rc = redisAsyncFormattedCommand(ac, on_reply, pc, cmd, len);
+    free(cmd);
+    return rc == REDIS_OK ? 0 : -1;
 }
 
 /* Arms the reconnect timer unless it is already armed or the store is being freed. */
@@ -163,20 +232,11 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata) {
     st->pending--;
     st->last_activity_ms = now_ms();
 
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && pc->eval_argc > 0 && !pc->retried &&
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && pc->is_eval && !pc->retried &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0 && ac != NULL && st->ac == ac) {
         /* The server lost our scripts (restart without persistence, failover to a
          * replica, SCRIPT FLUSH): resend the same call as EVAL, which also caches it. */
-        char *text = strdup(scripts[pc->script].text);
-        if (text == NULL)
-            abort();
-        memcpy(pc->eval_argv[0], "EVAL", 5); /* the slot held "EVALSHA": room enough */
-        pc->eval_argvlen[0] = 4;
-        free(pc->eval_argv[1]);
-        pc->eval_argv[1] = text;
-        pc->eval_argvlen[1] = strlen(text);
-        if (redisAsyncCommandArgv(ac, on_reply, pc, pc->eval_argc,
-                                  (const char **)(void *)pc->eval_argv, pc->eval_argvlen) == REDIS_OK) {
+        if (resend_as_eval(ac, pc) == 0) {
             pc->retried = 1; /* a second NOSCRIPT is final */
             st->pending++;
             return;
@@ -491,51 +551,45 @@ int state_store_command(struct state_store *st, state_reply_fn *fn, void *arg, i
 
 int state_store_eval(struct state_store *st, enum state_script id, state_reply_fn *fn,
                      void *arg, int nkeys, int argc, const char **argv, const size_t *argvlen) {
-    if (!state_store_ready(st) || (unsigned)id >= STATE_SCRIPT_COUNT)
+    if (!state_store_ready(st) || (unsigned)id >= STATE_SCRIPT_COUNT || argc < 0 || nkeys < 0)
         return -1;
-    struct pending_cmd *pc = calloc(1, sizeof(*pc));
-    int n = argc + 3;
+    /* EVALSHA <sha> <nkeys> <argv...>, formatted once into the pending command itself:
+     * hiredis copies it into its output buffer, and it stays for a NOSCRIPT retry. No
+     * per-argument copies. */
     char nk[16];
-    snprintf(nk, sizeof(nk), "%d", nkeys);
+    int nklen = snprintf(nk, sizeof(nk), "%d", nkeys);
+    int n = argc + 3;
+    size_t head = 1 + count_digits((size_t)n) + 2 + bulk_size(7) + bulk_size(40);
+    size_t len = head + bulk_size((size_t)nklen);
+    for (int i = 0; i < argc; i++)
+        len += bulk_size(argvlen ? argvlen[i] : strlen(argv[i]));
+    struct pending_cmd *pc = malloc(sizeof(*pc) + len);
     if (pc == NULL)
         return -1;
+    memset(pc, 0, sizeof(*pc));
     pc->st = st;
     pc->fn = fn;
     pc->arg = arg;
-    pc->eval_argc = n;
+    pc->is_eval = 1;
     pc->script = id;
-    pc->eval_argv = calloc((size_t)n, sizeof(char *));
-    pc->eval_argvlen = calloc((size_t)n, sizeof(size_t));
-    if (pc->eval_argv == NULL || pc->eval_argvlen == NULL)
-        goto oom;
-    /* Slot 0 holds "EVALSHA" (room to become "EVAL"), slot 1 the sha (swapped for the
-     * script text on a NOSCRIPT retry); the copies exist only for that retry. */
-    pc->eval_argv[0] = strdup("EVALSHA");
-    pc->eval_argvlen[0] = 7;
-    pc->eval_argv[1] = strdup(scripts[id].sha);
-    pc->eval_argvlen[1] = 40;
-    pc->eval_argv[2] = strdup(nk);
-    pc->eval_argvlen[2] = strlen(nk);
-    for (int i = 0; i < argc; i++) {
-        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
-        pc->eval_argv[3 + i] = malloc(len + 1);
-        if (pc->eval_argv[3 + i] == NULL)
-            goto oom;
-        memcpy(pc->eval_argv[3 + i], argv[i], len);
-        pc->eval_argv[3 + i][len] = '\0';
-        pc->eval_argvlen[3 + i] = len;
+    pc->eval_argc = n;
+    pc->cmdlen = len;
+    pc->tail = head;
+    char *p = put_array_header(pc->cmd, (size_t)n);
+    p = put_bulk(p, "EVALSHA", 7);
+    p = put_bulk(p, scripts[id].sha, 40);
+    p = put_bulk(p, nk, (size_t)nklen);
+    for (int i = 0; i < argc; i++)
+        p = put_bulk(p, argv[i], argvlen ? argvlen[i] : strlen(argv[i]));
+    if ((size_t)(p - pc->cmd) != len)
+        abort();
+    if (redisAsyncFormattedCommand(st->ac, on_reply, pc, pc->cmd, len) != REDIS_OK) {
+        free_pending(pc);
+        return -1;
     }
-    if (pc->eval_argv[0] == NULL || pc->eval_argv[1] == NULL || pc->eval_argv[2] == NULL)
-        goto oom;
-    if (redisAsyncCommandArgv(st->ac, on_reply, pc, n, (const char **)(void *)pc->eval_argv,
-                              pc->eval_argvlen) != REDIS_OK)
-        goto oom;
     if (st->pending++ == 0)
         st->last_activity_ms = now_ms();
     return 0;
-oom:
-    free_pending(pc);
-    return -1;
 }
 
 unsigned long state_store_errors_total(void) {
