@@ -97,18 +97,16 @@ import argparse
 import base64
 import collections
 import hmac
-import http
-import http.server
 import json
 import re
 import select
-import signal
 import socket
-import struct
 import sys
-import threading
 import time
 import urllib.parse
+
+import sim_http
+from sim_http import compact, is_int, parse_json
 
 JSON_CT = "application/json; charset=utf-8"
 OK_BODY = b"{}\n"
@@ -144,184 +142,66 @@ def pretty(obj):
     return (s + "\n").encode()
 
 
-def compact(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def nbytes(s):
     return len(s.encode("utf-8", "surrogatepass"))
-
-
-def _reject_constant(name):
-    raise ValueError(f"invalid JSON constant {name}")
-
-
-def parse_json(raw):
-    """Strict JSON: UTF-8 only, no NaN/Infinity. Raises ValueError."""
-    if not raw.strip():
-        raise ValueError("empty body")
-    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-
-
-def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def v1_errors(*messages):
     return pretty({"meta": {"errors": list(messages)}})
 
 
+def fault_body(status):
+    return pretty({"meta": {"error": sim_http.status_phrase(status)}})
+
+
 def body_bytes(body, status):
-    if body is None:
-        try:
-            phrase = http.HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "error"
-        return pretty({"meta": {"error": phrase}})
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode()
-    return pretty(body)
+    return sim_http.body_bytes(body, status, fault_body, pretty)
 
 
-class _Answer:
-    __slots__ = ("status", "body", "headers")
+class _Answer(sim_http.Answer):
+    __slots__ = ()
 
     def __init__(self, status, body=OK_BODY, headers=None):
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
+        super().__init__(status, body, headers)
 
 
 # --------------------------------------------------------------------------- server
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-
-    def __init__(self, addr, sim):
-        self.sim = sim
-        self.conns = set()
-        self.conns_lock = threading.Lock()
-        super().__init__(addr, _Handler)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(sim_http.Handler):
     server_version = "cio-sim"
-    sys_version = ""
+    log_name = "cio_sim"
 
-    def setup(self):
-        super().setup()
-        with self.server.conns_lock:
-            self.server.conns.add(self.connection)
+    def _bad_body_answer(self):
+        return _Answer(400, pretty({"meta": {"error": "bad request body"}}))
 
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.server.conns_lock:
-                self.server.conns.discard(self.connection)
-
-    def log_message(self, fmt, *args):
-        if self.server.sim.verbose:
-            sys.stderr.write("cio_sim: %s - %s\n" % (self.address_string(), fmt % args))
-
-    def send_response(self, code, message=None):
-        # No Server header (the real one goes through Google's front end).
-        self.log_request(code)
-        self.send_response_only(code, message)
-        self.send_header("Date", self.date_time_string())
-
-    def _read_body(self):
-        te = self.headers.get("Transfer-Encoding", "")
-        if "chunked" in te.lower():
-            out = bytearray()
-            while True:
-                line = self.rfile.readline(65537)
-                if not line:
-                    raise ConnectionError("eof in chunked body")
-                size = int(line.split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(out)
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        if n < 0:
-            raise ValueError("negative Content-Length")
-        return self.rfile.read(n) if n else b""
-
-    def _handle(self):
-        try:
-            body = self._read_body()
-        except (ValueError, ConnectionError):
-            self.close_connection = True
-            self._send(_Answer(400, pretty({"meta": {"error": "bad request body"}})))
-            return
-        sim = self.server.sim
-        if self.path.startswith("/_control/") or self.path == "/_control":
-            self._send(sim._control(self.command, self.path, body))
-            return
-        sim._serve_api(self, body)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _handle
-
-    def _send(self, ans):
-        self.send_response(ans.status)
+    def _header_items(self, ans):
+        # The real API's headers on every answer; a fault's own headers replace them.
         hdrs = {"Content-Type": JSON_CT,
                 "Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
                 "Access-Control-Allow-Origin": "*",
                 "Via": "1.1 google"}
         hdrs.update(ans.headers)
-        for k, v in hdrs.items():
-            self.send_header(k, str(v))
-        self.send_header("Content-Length", str(len(ans.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(ans.body)
-        self.wfile.flush()
-
-    def _drop(self, reset):
-        """Closes the socket without an answer: FIN (reset=False) or RST (reset=True)."""
-        self.close_connection = True
-        try:
-            if reset:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
-                self.connection.close()
-            else:
-                self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        return hdrs.items()
 
 
 # --------------------------------------------------------------------------- simulator
 
-class CioSim:
+class CioSim(sim_http.Simulator):
     """Customer.io Track API simulator. See the module docstring for the behaviour."""
+
+    handler_class = _Handler
 
     def __init__(self, port=None, site_id="site", api_key="key", host="127.0.0.1",
                  create_on_update=True, errors_on_200=False, strict_ulid=False,
                  allow_nested=False, batch_max_bytes=BATCH_MAX_BYTES,
                  item_max_bytes=ITEM_MAX_BYTES, verbose=False):
-        self.host = host
-        self.port = port or 0
-        self.verbose = verbose
+        super().__init__(host, port, verbose)
         self.batch_max_bytes = batch_max_bytes
         self.item_max_bytes = item_max_bytes
         self._initial = dict(site_id=site_id, api_key=api_key,
                              create_on_update=create_on_update, errors_on_200=errors_on_200,
                              strict_ulid=strict_ulid, allow_nested=allow_nested)
-        self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._server = None
-        self._thread = None
         # records (lists/dicts are cleared in place by reset())
-        self.requests = []
         self.identifies = []
         self.events = []
         self.profiles = {}
@@ -350,43 +230,6 @@ class CioSim:
         self._rejected = {}                       # identifier -> (status, message)
         self._rate = None                         # (max_requests, per_seconds)
         self._rate_times = collections.deque()
-
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def url(self):
-        return f"http://{self.host}:{self.port}"
-
-    def start(self):
-        self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"cio-sim-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is None:
-            return
-        self._stopping.set()            # wakes delayed answers
-        self._server.shutdown()
-        self._server.server_close()
-        with self._server.conns_lock:   # close kept-alive client connections too
-            for c in list(self._server.conns):
-                try:
-                    c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        self._thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # ---------------------------------------------------------------- controls
 
@@ -495,22 +338,9 @@ class CioSim:
         with self._lock:
             return [dict(e) for i, e in self.events if i == identifier]
 
-    def request_times(self, monotonic=False):
-        """Times of every request that reached the API (incl. 401, faults and drops);
-        wall clock by default, time.monotonic() values with monotonic=True."""
-        key = "time" if monotonic else "wall"
-        with self._lock:
-            return [r[key] for r in self.requests]
-
     def max_requests_in_window(self, window=1.0):
         """The largest number of API requests that arrived within any `window` seconds."""
-        ts = self.request_times(monotonic=True)
-        best, j = 0, 0
-        for i, t in enumerate(ts):
-            while t - ts[j] >= window:
-                j += 1
-            best = max(best, i - j + 1)
-        return best
+        return sim_http.max_in_window(self.request_times(monotonic=True), window)
 
     def statuses(self):
         with self._lock:
@@ -536,14 +366,7 @@ class CioSim:
     # ---------------------------------------------------------------- request flow
 
     def _serve_api(self, h, body):
-        now_m, now_w = time.monotonic(), time.time()
-        try:
-            parsed = parse_json(body)
-        except ValueError:
-            parsed = None
-        rec = {"time": now_m, "wall": now_w, "method": h.command, "path": h.path,
-               "headers": {k.lower(): v for k, v in h.headers.items()}, "body": body,
-               "json": parsed, "status": None, "fault": None, "delay": 0.0}
+        rec = self._new_record(h, body)
         with self._lock:
             self.requests.append(rec)
             hold = self._hold > 0
@@ -566,16 +389,7 @@ class CioSim:
         if drop:
             h._drop(reset)
             return
-        if delay and not process_first:
-            self._stopping.wait(delay)
-        ans = self._answer(h, body, rec)
-        rec["status"] = ans.status
-        if delay and process_first:
-            self._stopping.wait(delay)
-        try:
-            h._send(ans)
-        except OSError:
-            h.close_connection = True
+        self._respond(h, body, rec, delay, process_first)
 
     def _hold_until_closed(self, h):
         """Waits until the client closed the connection (EOF or error) or stop()."""
@@ -931,11 +745,8 @@ class CioSim:
     # ---------------------------------------------------------------- HTTP control API
 
     def _control(self, method, path, body):
-        name = path.split("?", 1)[0][len("/_control/"):].strip("/")
         try:
-            args = parse_json(body) if body.strip() else {}
-            if not isinstance(args, dict):
-                raise ValueError("control body must be a JSON object")
+            name, args = sim_http.control_request(path, body)
         except ValueError as e:
             return _Answer(400, pretty({"error": str(e)}))
         ok = _Answer(200, compact({"ok": True}) + b"\n")
@@ -945,13 +756,7 @@ class CioSim:
             if method == "GET" and name == "state":
                 return _Answer(200, compact(self.snapshot()) + b"\n")
             if method == "GET" and name == "requests":
-                with self._lock:
-                    reqs = [{"time": r["time"], "wall": r["wall"], "method": r["method"],
-                             "path": r["path"], "headers": r["headers"],
-                             "body": r["body"].decode("utf-8", "replace"),
-                             "status": r["status"], "fault": r["fault"]}
-                            for r in self.requests]
-                return _Answer(200, compact(reqs) + b"\n")
+                return _Answer(200, compact(self._requests_json()) + b"\n")
             if method != "POST":
                 return _Answer(404, pretty({"error": f"no control {method} {name}"}))
             if name == "reset":
@@ -1013,14 +818,7 @@ def main(argv=None):
                  verbose=a.verbose).start()
     if a.rate_limit:
         sim.set_rate_limit(a.rate_limit)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    print(f"cio_sim listening on {sim.url}", flush=True)
-    while not done.wait(0.5):
-        pass
-    sim.stop()
-    return 0
+    return sim_http.serve_until_signalled(sim, "cio_sim")
 
 
 if __name__ == "__main__":

@@ -182,19 +182,16 @@ import binascii
 import collections
 import copy
 import hmac
-import http
-import http.server
 import json
 import math
 import secrets
-import signal
-import socket
 import string
-import struct
 import sys
-import threading
 import time
 import urllib.parse
+
+import sim_http
+from sim_http import compact, is_int, parse_json
 
 JSON_CT = "application/json; charset=utf-8"
 
@@ -234,25 +231,6 @@ _RID_ALPHABET = string.ascii_lowercase + string.digits
 
 # --------------------------------------------------------------------------- helpers
 
-def compact(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _reject_constant(name):
-    raise ValueError(f"invalid JSON constant {name}")
-
-
-def parse_json(raw):
-    """Strict JSON: UTF-8 only, no NaN/Infinity. Raises ValueError."""
-    if not raw.strip():
-        raise ValueError("empty body")
-    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-
-
-def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def request_id():
     return "".join(secrets.choice(_RID_ALPHABET) for _ in range(20))
 
@@ -273,21 +251,12 @@ def fault_body(status, message=None):
     if message is None:
         message = MESSAGE_FOR_CODE.get(code)
         if message is None:
-            try:
-                message = http.HTTPStatus(status).phrase
-            except ValueError:
-                message = "error"
+            message = sim_http.status_phrase(status)
     return compact(error_list((code, message)))
 
 
 def body_bytes(body, status):
-    if body is None:
-        return fault_body(status)
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode()
-    return compact(body)
+    return sim_http.body_bytes(body, status, fault_body, compact)
 
 
 def rate_message(limit, window_s):
@@ -295,13 +264,12 @@ def rate_message(limit, window_s):
     return f"Exceeded rate limit of {limit} in {w}_seconds"
 
 
-class _Answer:
-    __slots__ = ("status", "body", "headers", "ctype")
+class _Answer(sim_http.Answer):
+    __slots__ = ("ctype",)
 
     def __init__(self, status, body=b"", headers=None, ctype=JSON_CT):
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
+        super().__init__(status, body, headers)
+        # An empty body (the 202 of /events) goes out without a content type.
         self.ctype = ctype if body else None
 
 
@@ -313,104 +281,17 @@ class SearchError(ValueError):
 
 # --------------------------------------------------------------------------- server
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-
-    def __init__(self, addr, sim):
-        self.sim = sim
-        self.conns = set()
-        self.conns_lock = threading.Lock()
-        super().__init__(addr, _Handler)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(sim_http.Handler):
     server_version = "intercom-sim"
-    sys_version = ""
+    log_name = "intercom_sim"
 
-    def setup(self):
-        super().setup()
-        with self.server.conns_lock:
-            self.server.conns.add(self.connection)
+    def _bad_body_answer(self):
+        return _Answer(400, compact(error_list(("bad_request", "bad request body"))))
 
-    def finish(self):
-        try:
-            super().finish()
-        finally:
-            with self.server.conns_lock:
-                self.server.conns.discard(self.connection)
-
-    def log_message(self, fmt, *args):
-        if self.server.sim.verbose:
-            sys.stderr.write("intercom_sim: %s - %s\n" % (self.address_string(), fmt % args))
-
-    def send_response(self, code, message=None):
-        self.log_request(code)
-        self.send_response_only(code, message)
-        self.send_header("Date", self.date_time_string())
-
-    def _read_body(self):
-        te = self.headers.get("Transfer-Encoding", "")
-        if "chunked" in te.lower():
-            out = bytearray()
-            while True:
-                line = self.rfile.readline(65537)
-                if not line:
-                    raise ConnectionError("eof in chunked body")
-                size = int(line.split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(out)
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
-        if n < 0:
-            raise ValueError("negative Content-Length")
-        return self.rfile.read(n) if n else b""
-
-    def _handle(self):
-        try:
-            body = self._read_body()
-        except (ValueError, ConnectionError):
-            self.close_connection = True
-            self._send(_Answer(400, compact(error_list(("bad_request",
-                                                        "bad request body")))))
-            return
-        sim = self.server.sim
-        if self.path.startswith("/_control/") or self.path == "/_control":
-            self._send(sim._control(self.command, self.path, body))
-            return
-        sim._serve_api(self, body)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _handle
-
-    def _send(self, ans):
-        self.send_response(ans.status)
+    def _header_items(self, ans):
         if ans.ctype:
-            self.send_header("Content-Type", ans.ctype)
-        for k, v in ans.headers.items():
-            self.send_header(k, str(v))
-        self.send_header("Content-Length", str(len(ans.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(ans.body)
-        self.wfile.flush()
-
-    def _drop(self, reset):
-        """Closes the socket without an answer: FIN (reset=False) or RST (reset=True)."""
-        self.close_connection = True
-        try:
-            if reset:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
-                self.connection.close()
-            else:
-                self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+            yield "Content-Type", ans.ctype
+        yield from ans.headers.items()
 
 
 # --------------------------------------------------------------------------- search
@@ -556,26 +437,21 @@ def decode_cursor(kind, cursor):
 
 # --------------------------------------------------------------------------- simulator
 
-class IntercomSim:
+class IntercomSim(sim_http.Simulator):
     """Intercom REST API simulator. See the module docstring for the behaviour."""
+
+    handler_class = _Handler
 
     def __init__(self, port=None, token="token", host="127.0.0.1",
                  metadata_limit=METADATA_LIMIT, default_per_page=DEFAULT_PER_PAGE,
                  max_per_page=MAX_PER_PAGE, seed_users=0, verbose=False):
-        self.host = host
-        self.port = port or 0
-        self.verbose = verbose
+        super().__init__(host, port, verbose)
         self.metadata_limit = metadata_limit
         self.default_per_page = default_per_page
         self.max_per_page = max_per_page
         self.seed_users = seed_users
         self._initial_token = token
-        self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._server = None
-        self._thread = None
         # records (cleared in place by reset())
-        self.requests = []
         self.events = []               # accepted (unique) events, dicts
         self.duplicates = []           # accepted repeats of an event
         self.rejected_events = []      # {"status","errors","body"} of refused POST /events
@@ -609,43 +485,6 @@ class IntercomSim:
     def _seed(self):
         for i in range(self.seed_users):
             self.add_contact(f"c{i}", external_id=f"u{i}", email=f"u{i}@example.com")
-
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def url(self):
-        return f"http://{self.host}:{self.port}"
-
-    def start(self):
-        self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"intercom-sim-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is None:
-            return
-        self._stopping.set()            # wakes delayed answers
-        self._server.shutdown()
-        self._server.server_close()
-        with self._server.conns_lock:   # close kept-alive client connections too
-            for c in list(self._server.conns):
-                try:
-                    c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        self._thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # ---------------------------------------------------------------- state controls
 
@@ -977,20 +816,9 @@ class IntercomSim:
         with self._lock:
             return [dict(p) for p in self.search_pages if kind is None or p["kind"] == kind]
 
-    def request_times(self, monotonic=False):
-        key = "time" if monotonic else "wall"
-        with self._lock:
-            return [r[key] for r in self.requests]
-
     def max_requests_in_window(self, window=10.0):
         """The largest number of API requests that arrived within any `window` seconds."""
-        ts = self.request_times(monotonic=True)
-        best, j = 0, 0
-        for i, t in enumerate(ts):
-            while t - ts[j] >= window:
-                j += 1
-            best = max(best, i - j + 1)
-        return best
+        return sim_http.max_in_window(self.request_times(monotonic=True), window)
 
     def statuses(self, path_prefix=None):
         with self._lock:
@@ -1030,16 +858,8 @@ class IntercomSim:
         return None
 
     def _serve_api(self, h, body):
-        now_m, now_w = time.monotonic(), time.time()
-        try:
-            parsed = parse_json(body)
-        except ValueError:
-            parsed = None
-        version = h.headers.get("Intercom-Version")
-        rec = {"time": now_m, "wall": now_w, "method": h.command, "path": h.path,
-               "headers": {k.lower(): v for k, v in h.headers.items()}, "body": body,
-               "json": parsed, "status": None, "fault": None, "delay": 0.0,
-               "intercom_version": version}
+        rec = self._new_record(h, body)
+        version = rec["intercom_version"] = h.headers.get("Intercom-Version")
         drop = delay = None
         with self._lock:
             self.requests.append(rec)
@@ -1054,16 +874,8 @@ class IntercomSim:
         if drop is not None:
             h._drop(drop[1])
             return
-        if delay is not None and not delay[2]:
-            self._stopping.wait(delay[1])
-        ans = self._answer(h, body, rec)
-        rec["status"] = ans.status
-        if delay is not None and delay[2]:
-            self._stopping.wait(delay[1])
-        try:
-            h._send(ans)
-        except OSError:
-            h.close_connection = True
+        _, seconds, process_first = delay if delay is not None else (None, 0.0, True)
+        self._respond(h, body, rec, seconds, process_first)
 
     def _fault_answer(self, spec):
         """Caller holds the lock. spec: (status, body, headers or None)."""
@@ -1365,11 +1177,8 @@ class IntercomSim:
     # ---------------------------------------------------------------- HTTP control API
 
     def _control(self, method, path, body):
-        name = path.split("?", 1)[0][len("/_control/"):].strip("/")
         try:
-            args = parse_json(body) if body.strip() else {}
-            if not isinstance(args, dict):
-                raise ValueError("control body must be a JSON object")
+            name, args = sim_http.control_request(path, body)
         except ValueError as e:
             return _Answer(400, compact({"error": str(e)}))
         ok = {"ok": True}
@@ -1379,14 +1188,7 @@ class IntercomSim:
             if method == "GET" and name == "state":
                 return _Answer(200, compact(self.snapshot()))
             if method == "GET" and name == "requests":
-                with self._lock:
-                    reqs = [{"time": r["time"], "wall": r["wall"], "method": r["method"],
-                             "path": r["path"], "headers": r["headers"],
-                             "body": r["body"].decode("utf-8", "replace"),
-                             "status": r["status"], "fault": r["fault"],
-                             "intercom_version": r["intercom_version"]}
-                            for r in self.requests]
-                return _Answer(200, compact(reqs))
+                return _Answer(200, compact(self._requests_json(("intercom_version",))))
             if method != "POST":
                 return _Answer(404, compact({"error": f"no control {method} {name}"}))
             if name == "reset":
@@ -1456,14 +1258,7 @@ def main(argv=None):
                       verbose=a.verbose).start()
     if a.rate_limit:
         sim.rate_limit(a.rate_limit, a.window)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    print(f"intercom_sim listening on {sim.url}", flush=True)
-    while not done.wait(0.5):
-        pass
-    sim.stop()
-    return 0
+    return sim_http.serve_until_signalled(sim, "intercom_sim")
 
 
 if __name__ == "__main__":
