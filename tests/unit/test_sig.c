@@ -3,9 +3,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "api/api_sig.h"
 
@@ -123,6 +128,80 @@ static void test_cio_missing_and_malformed(void **state) {
                      API_SIG_MALFORMED);
 }
 
+/* The per-thread keyed contexts give what one-shot HMAC() gives, whatever the order of
+ * keys, digests and threads. */
+/* Counts how api_sig's answers differ from what one-shot HMAC() says (no cmocka asserts:
+ * this also runs on other threads). */
+static int oneshot_disagreements(const char *key, const char *ts, const char *body) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    char hex[65], sig[46];
+    size_t len = strlen(body);
+    int bad = 0;
+    HMAC(EVP_sha1(), key, (int)strlen(key), (const unsigned char *)body, len, md, &mdlen);
+    memcpy(sig, "sha1=", 5);
+    for (unsigned int i = 0; i < mdlen; i++)
+        snprintf(sig + 5 + 2 * i, 3, "%02x", md[i]);
+    bad += api_sig_intercom_verify(key, sig, body, len) != API_SIG_OK;
+    sig[44] = sig[44] == '0' ? '1' : '0';
+    bad += api_sig_intercom_verify(key, sig, body, len) != API_SIG_MISMATCH;
+
+    size_t tslen = strlen(ts);
+    char *msg = malloc(tslen + len + 5);
+    if (msg == NULL)
+        return bad + 1;
+    int n = sprintf(msg, "v0:%s:%s", ts, body);
+    HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)msg, (size_t)n, md, &mdlen);
+    free(msg);
+    for (unsigned int i = 0; i < mdlen; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    bad += api_sig_cio_verify(key, ts, hex, body, len) != API_SIG_OK;
+    bad += api_sig_cio_verify(key, "1", hex, body, len) != API_SIG_MISMATCH;
+    return bad;
+}
+
+static const char *const mac_keys[] = {
+    "key", "", "other-secret", "key",
+    /* longer than SHA-256's block: hashed first */
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-long",
+    "key",
+};
+
+static int run_mac_mix(void) {
+    static const char *const bodies[] = {"", "x", "The quick brown fox jumps over the lazy dog",
+                                         "{\"type\":\"notification_event\"}"};
+    int bad = 0;
+    for (int round = 0; round < 3; round++)
+        for (size_t k = 0; k < sizeof(mac_keys) / sizeof(mac_keys[0]); k++)
+            for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++)
+                bad += oneshot_disagreements(mac_keys[k], "1613063089", bodies[b]);
+    return bad;
+}
+
+static void test_mac_contexts_match_oneshot(void **state) {
+    (void)state;
+    assert_int_equal(run_mac_mix(), 0);
+}
+
+static void *mac_thread(void *arg) {
+    *(int *)arg = run_mac_mix();
+    return NULL;
+}
+
+/* Loop threads each get their own contexts, released when the thread ends. */
+static void test_mac_contexts_per_thread(void **state) {
+    (void)state;
+    pthread_t t[4];
+    int bad[4] = {0};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, mac_thread, &bad[i]), 0);
+    assert_int_equal(run_mac_mix(), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(bad[i], 0);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_intercom_known_vector),
@@ -135,6 +214,8 @@ int main(void) {
         cmocka_unit_test(test_cio_known_vector),
         cmocka_unit_test(test_cio_timestamp_is_signed),
         cmocka_unit_test(test_cio_missing_and_malformed),
+        cmocka_unit_test(test_mac_contexts_match_oneshot),
+        cmocka_unit_test(test_mac_contexts_per_thread),
     };
     return cmocka_run_group_tests_name("api_sig", tests, NULL, NULL);
 }
