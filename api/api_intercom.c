@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "api/api_jarena.h"
+#include "api/api_jskim.h"
 
 /* How a topic's item is read. */
 enum handler {
@@ -743,6 +744,25 @@ static void compute_dedupe(struct state_change *chg, const char *id, const char 
         snprintf(chg->dedupe + 2 * i, 3, "%02x", md[i]);
 }
 
+int api_intercom_skim = 1;
+
+/* The body's tree without the members of data.item this file never reads (api_jskim.h),
+ * or NULL when the skim declines or jansson rejects the copy: the caller then parses the
+ * body itself, so every error it reports is about the text the client sent. */
+static json_t *skim_and_load(const char *body, size_t len, const struct api_intercom_opts *opts) {
+    char stack[8192];
+    if (!api_intercom_skim)
+        return NULL;
+    char *buf = len <= sizeof(stack) ? stack : malloc(len);
+    if (buf == NULL)
+        return NULL;
+    long n = api_jskim(body, len, buf, opts->profile_attrs, opts->nprofile_attrs);
+    json_t *root = n >= 0 ? json_loadb(buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    if (buf != stack)
+        free(buf);
+    return root;
+}
+
 static int parse_doc(struct api_intercom_doc *doc, const char *body, size_t len,
                      const struct api_intercom_opts *opts, char *err, size_t errlen) {
     struct ctx c = {doc, opts, err, errlen};
@@ -750,7 +770,9 @@ static int parse_doc(struct api_intercom_doc *doc, const char *body, size_t len,
     const char *type, *id;
     const json_t *data, *item;
 
-    doc->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    doc->root = skim_and_load(body, len, opts);
+    if (doc->root == NULL)
+        doc->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (doc->root == NULL)
         return fail(&c, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
                     jerr.column);

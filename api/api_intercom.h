@@ -64,6 +64,10 @@ int api_intercom_parse_object(struct api_intercom_doc *doc, const json_t *obj, c
 /* Releases the parsed document. Safe on a zeroed doc. */
 void api_intercom_free(struct api_intercom_doc *doc);
 
+/* 1 (the default): drop the payload members no field read needs before building the tree
+ * (api_jskim.h). Tests turn it off to check both ways give the same result. */
+extern int api_intercom_skim;
+
 /* Parses an ISO-8601 date-time ("2026-01-10T04:22:28.240+00:00", "...Z") to unix
  * seconds. Returns 0 or -1. Exposed for tests. */
 int api_intercom_parse_iso8601(const char *s, int64_t *out);
