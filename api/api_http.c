@@ -100,6 +100,12 @@ void api_kept_reply_json(struct api_call *call, int status, json_t *body) {
     free(call);
 }
 
+void api_kept_reply_text(struct api_call *call, int status, const char *json, size_t len) {
+    call->env->inflight--;
+    send_body(call, status, "application/json", json, len);
+    free(call);
+}
+
 void api_kept_reply_error(struct api_call *call, int status, const char *code,
                           const char *message) {
     call->env->inflight--;

@@ -53,6 +53,9 @@ void api_reply_error(const struct api_call *call, int status, const char *code,
 struct api_call *api_call_keep(const struct api_call *call);
 /* Answers and releases a kept call. */
 void api_kept_reply_json(struct api_call *call, int status, json_t *body);
+/* Answers a kept call with JSON text the caller wrote (len bytes, ending in a newline
+ * like api_reply_json's), and releases the call. */
+void api_kept_reply_text(struct api_call *call, int status, const char *json, size_t len);
 void api_kept_reply_error(struct api_call *call, int status, const char *code,
                           const char *message);
 

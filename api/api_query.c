@@ -24,15 +24,6 @@ static json_t *time_or_null(int64_t t) {
     return t > 0 ? json_integer(t) : json_null();
 }
 
-static json_t *reasons_json(unsigned held, unsigned wanted) {
-    json_t *arr = json_array();
-    for (int c = 0; c < STATE_COND_COUNT; c++) {
-        if (held & wanted & (1u << c))
-            json_array_append_new(arr, json_string(state_cond_name((enum state_cond)c)));
-    }
-    return arr;
-}
-
 /* Resolves ?campaign=. Returns the campaign, or NULL after answering 400. */
 static const struct state_campaign *campaign_param(struct api_call *call) {
     const struct state_rules *rules = &call->env->cfg->rules;
@@ -143,17 +134,120 @@ static void check_job_free(struct check_job *job) {
     free(job);
 }
 
-static json_t *verdict(const struct check_job *job, const char *uid,
+/*
+ * Verdicts are written as text directly: on the query path, building a jansson tree per
+ * answer and dumping it cost more than deciding the verdict. The output is what
+ * json_dumps(JSON_COMPACT | JSON_PRESERVE_ORDER) gave, byte for byte.
+ */
+struct jbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+    char stack[1024];
+};
+
+static void jb_reserve(struct jbuf *b, size_t more) {
+    if (b->oom || b->len + more <= b->cap)
+        return;
+    size_t cap = b->cap * 2;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *p = b->p == b->stack ? malloc(cap) : realloc(b->p, cap);
+    if (p == NULL) {
+        b->oom = 1;
+        return;
+    }
+    if (b->p == b->stack)
+        memcpy(p, b->stack, b->len);
+    b->p = p;
+    b->cap = cap;
+}
+
+static void jb_add(struct jbuf *b, const char *s, size_t n) {
+    jb_reserve(b, n);
+    if (b->oom)
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+#define JB_LIT(b, lit) jb_add((b), (lit), sizeof(lit) - 1)
+
+/* The letter of a two-character JSON escape for c, or 0. */
+static char short_escape(unsigned char c) {
+    switch (c) {
+    case '"':
+        return '"';
+    case '\\':
+        return '\\';
+    case '\b':
+        return 'b';
+    case '\f':
+        return 'f';
+    case '\n':
+        return 'n';
+    case '\r':
+        return 'r';
+    case '\t':
+        return 't';
+    default:
+        return 0;
+    }
+}
+
+/* A JSON string, escaped as jansson escapes it (quotes, backslash, control characters;
+ * UTF-8 passes through: user ids are checked to be valid UTF-8 on the way in). */
+static void jb_str(struct jbuf *b, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    size_t n = strlen(s);
+    jb_reserve(b, 6 * n + 2);
+    if (b->oom)
+        return;
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        char e = short_escape(*c);
+        if (e != 0) {
+            *o++ = '\\';
+            *o++ = e;
+        } else if (*c < 0x20) {
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[*c >> 4];
+            o[5] = hex[*c & 15];
+            o += 6;
+        } else {
+            *o++ = (char)*c;
+        }
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
+}
+
+static void jb_verdict(struct jbuf *b, const struct check_job *job, const char *uid,
                        const struct state_facts *f, int64_t now, int with_campaign) {
     const struct state_rules *rules = &job->call->env->cfg->rules;
-    unsigned held = state_rules_conditions(rules, f, now) & job->campaign->conds;
-    json_t *o = json_object();
-    json_object_set_new(o, "user_id", json_string(uid));
-    if (with_campaign)
-        json_object_set_new(o, "campaign", json_string(job->campaign->name));
-    json_object_set_new(o, "suppressed", json_boolean(held != 0));
-    json_object_set_new(o, "reasons", reasons_json(held, job->campaign->conds));
-    return o;
+    unsigned wanted = job->campaign->conds;
+    unsigned held = state_rules_conditions(rules, f, now) & wanted;
+    JB_LIT(b, "{\"user_id\":");
+    jb_str(b, uid);
+    if (with_campaign) {
+        JB_LIT(b, ",\"campaign\":");
+        jb_str(b, job->campaign->name);
+    }
+    if (held != 0)
+        JB_LIT(b, ",\"suppressed\":true,\"reasons\":[");
+    else
+        JB_LIT(b, ",\"suppressed\":false,\"reasons\":[");
+    int first = 1;
+    for (int c = 0; c < STATE_COND_COUNT; c++) {
+        if (held & (1u << c)) {
+            if (!first)
+                JB_LIT(b, ",");
+            jb_str(b, state_cond_name((enum state_cond)c));
+            first = 0;
+        }
+    }
+    JB_LIT(b, "]}");
 }
 
 static void on_facts(const struct state_facts *facts, size_t n, void *arg) {
@@ -165,18 +259,32 @@ static void on_facts(const struct state_facts *facts, size_t n, void *arg) {
         return;
     }
     int64_t now = (int64_t)time(NULL);
+    struct jbuf b;
+    b.p = b.stack;
+    b.len = 0;
+    b.cap = sizeof(b.stack);
+    b.oom = 0;
     if (job->single) {
-        api_kept_reply_json(call, 200, verdict(job, job->uids[0], &facts[0], now, 1));
+        jb_verdict(&b, job, job->uids[0], &facts[0], now, 1);
     } else {
-        json_t *o = json_object();
-        json_t *results = json_array();
-        json_object_set_new(o, "campaign", json_string(job->campaign->name));
-        for (size_t i = 0; i < n; i++)
-            json_array_append_new(results, verdict(job, job->uids[i], &facts[i], now, 0));
-        json_object_set_new(o, "results", results);
+        JB_LIT(&b, "{\"campaign\":");
+        jb_str(&b, job->campaign->name);
+        JB_LIT(&b, ",\"results\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i > 0)
+                JB_LIT(&b, ",");
+            jb_verdict(&b, job, job->uids[i], &facts[i], now, 0);
+        }
+        JB_LIT(&b, "]}");
         svc_metrics_checked_users(n);
-        api_kept_reply_json(call, 200, o);
     }
+    JB_LIT(&b, "\n");
+    if (b.oom)
+        api_kept_reply_error(call, 500, "internal", "out of memory");
+    else
+        api_kept_reply_text(call, 200, b.p, b.len);
+    if (b.p != b.stack)
+        free(b.p);
     check_job_free(job);
 }
 

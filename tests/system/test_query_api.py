@@ -109,6 +109,27 @@ def test_batch_results_in_request_order_with_duplicates_and_unknown_users(svc):
     ]
 
 
+ODD_IDS = ['quote"d', "back\\slash", "tab\there", "line\nbreak", "ctl\x01\x1f",
+           "caf\u00e9 \U0001F600", "slash/ok", "\u2028sep"]
+
+
+def test_verdicts_carry_any_user_id_intact(svc):
+    """The verdict text is written by hand (not by jansson): every user id the API
+    accepts must come back as the same string, in both answer shapes."""
+    from urllib.parse import quote
+    open_ticket(svc, ODD_IDS[0], "2290")
+    for uid in ODD_IDS:
+        r = svc.get(f"/v1/users/{quote(uid, safe='')}/suppression?campaign=renewal")
+        assert r.status == 200, (uid, r)
+        body = r.json()
+        assert body["user_id"] == uid and body["campaign"] == "renewal", body
+        assert body["suppressed"] is (uid == ODD_IDS[0]), body
+    r = svc.check("renewal", ODD_IDS)
+    assert r.status == 200, r
+    got = [(x["user_id"], x["suppressed"]) for x in r.json()["results"]]
+    assert got == [(uid, uid == ODD_IDS[0]) for uid in ODD_IDS]
+
+
 def test_batch_of_exactly_1000_ids(svc):
     open_ticket(svc, "u-k-17", "2301")
     open_ticket(svc, "u-k-999", "2302")
