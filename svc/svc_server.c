@@ -235,6 +235,14 @@ oom:
     return -1;
 }
 
+static void stop_signals(int how) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(how, &set, NULL);
+}
+
 struct svc_server *svc_server_new(const struct svc_config *cfg, char *err, size_t errlen) {
     /* Loops are per thread, but stop events are activated from the main thread. */
     if (evthread_use_pthreads() < 0) {
@@ -246,6 +254,10 @@ struct svc_server *svc_server_new(const struct svc_config *cfg, char *err, size_
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    /* The port opens below, before svc_server_run installs the SIGTERM handler: a signal
+     * in between (an orchestrator stopping a replica as it starts) would kill the process
+     * without its drain. Hold SIGTERM and SIGINT until the handler is in place. */
+    stop_signals(SIG_BLOCK);
     /* SO_REUSEPORT lets any process of the same user share the port, so a second suppressd
      * started by mistake would silently take part of this one's traffic. Binding once
      * without it first fails with "Address already in use" when anyone listens there (the probe
@@ -305,6 +317,7 @@ int svc_server_run(struct svc_server *srv, int drain_ms) {
                       NULL);
         return 1;
     }
+    stop_signals(SIG_UNBLOCK); /* one that came meanwhile is delivered now, to on_signal */
     for (int i = 0; i < srv->nworkers; i++) {
         struct svc_worker *w = &srv->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {

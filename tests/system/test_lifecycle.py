@@ -65,6 +65,27 @@ def test_minimal_configuration_starts():
     assert not any(m in err for m in SANITIZER_MARKERS), err
 
 
+def test_sigterm_as_the_port_opens_still_drains():
+    """An orchestrator may stop a replica the moment it starts listening. The signal must
+    still reach the drain (exit 0), not kill the process before its handler exists."""
+    for _ in range(5):
+        env = minimal_env()
+        port = int(env["SUPPRESS_LISTEN"].rsplit(":", 1)[1])
+        p = subprocess.Popen([BIN], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            assert p.poll() is None and time.monotonic() < deadline, "suppressd did not listen"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.001)
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=15)[1].decode(errors="replace")
+        assert p.returncode == 0, err
+        assert not any(m in err for m in SANITIZER_MARKERS), err
+
+
 def _rules(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
