@@ -64,6 +64,7 @@ sys.path.insert(0, str(ROOT / "tests" / "system"))
 import harness  # noqa: E402  (tests/system/harness.py: RedisClient, free_port, wait_for)
 import cio_sim  # noqa: E402
 from cio_sim import CioSim  # noqa: E402
+from sim_http import max_in_window  # noqa: E402
 
 BIN = os.environ.get("SUPPRESSD_BIN", str(ROOT / "bin" / "suppressd"))
 CEILING = os.environ.get("BENCH_CEILING_BIN", str(ROOT / "build" / "bench" / "ceiling"))
@@ -125,36 +126,18 @@ def proc_status(pid, key):
     return 0
 
 
-class Redis:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="suppressd-bench-redis-")
-        self.port = harness.free_port()
-        self.proc = None
+class Redis(harness.Redis):
+    """The tests' redis-server (harness.Redis), with the persistence the bench measures."""
+    extra_args = ("--maxmemory-policy", "noeviction",
+                  *(("--appendonly", "yes", "--appendfsync", "everysec") if AOF else ()))
 
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self):
+        super().__init__(prefix="suppressd-bench-redis-")
 
     def start(self):
-        args = [harness.REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.dir, "--save", "", "--maxmemory-policy", "noeviction",
-                "--logfile", os.path.join(self.dir, "redis.log")]
-        args += ["--appendonly", "yes", "--appendfsync", "everysec"] if AOF else \
-            ["--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        harness.wait_for(self.ping, what="redis-server")
-        self.c = harness.RedisClient(self.port, timeout=60)
+        super().start()
+        self.c = self.client(timeout=60)
         return self
-
-    def ping(self):
-        try:
-            c = harness.RedisClient(self.port, timeout=1)
-        except OSError:
-            return False
-        try:
-            return c("PING") == "PONG"
-        finally:
-            c.close()
 
     def __call__(self, *args):
         return self.c(*args)
@@ -176,10 +159,8 @@ class Redis:
                           "s = s + redis.call('ZCARD', 'sd:{p' .. i .. '}:q') end return s", 0))
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.c.close()
+        super().stop()
 
 
 class Server:
@@ -303,15 +284,6 @@ def record_arrivals():
     handler.setup = setup
     handler.handle_one_request = handle_one_request
 
-
-def max_in_window(times, window=1.0):
-    """The most of `times` (sorted) within any `window` seconds."""
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while t - times[j] >= window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 # --------------------------------------------------------------------------- load
@@ -504,12 +476,12 @@ def phase_drain(R, redis, svc, sim):
         "requests": len(reqs), "batch_requests": len(batches),
         "statuses": statuses,
         # At the simulator's sockets (kernel receive times): what Customer.io would see.
-        "max_requests_any_1s": max_in_window(api),
-        "max_batches_any_1s": max_in_window(posts),
+        "max_requests_any_1s": max_in_window(api, 1.0),
+        "max_batches_any_1s": max_in_window(posts, 1.0),
         "arrivals_recorded": len(arrivals),
         # As the simulator's Python threads stamped them (late under load).
-        "sim_stamped_max_requests_any_1s": max_in_window([r[0] for r in reqs]),
-        "sim_stamped_max_batches_any_1s": max_in_window([r[0] for r in batches]),
+        "sim_stamped_max_requests_any_1s": max_in_window([r[0] for r in reqs], 1.0),
+        "sim_stamped_max_batches_any_1s": max_in_window([r[0] for r in batches], 1.0),
         "batches_per_whole_second": [per_s.get(i, 0) for i in range(max(per_s) + 1)]
         if per_s else [],
         "cpu": {k: (cpu1[k] - cpu0[k]) / max(1e-6, t_end - t0) for k in cpu0},

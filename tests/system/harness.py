@@ -110,8 +110,11 @@ class RedisClient:
 class Redis:
     """A redis-server of our own, in a temporary directory, on a free port."""
 
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="suppressd-redis-")
+    # Options a variant adds to (or overrides on) the command line, e.g. AOF or a password.
+    extra_args = ()
+
+    def __init__(self, prefix="suppressd-redis-"):
+        self.dir = tempfile.mkdtemp(prefix=prefix)
         self.port = free_port()
         self.proc = None
 
@@ -122,14 +125,15 @@ class Redis:
     def start(self):
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--logfile", os.path.join(self.dir, "redis.log")],
+             "--save", "", "--appendonly", "no", "--logfile", os.path.join(self.dir, "redis.log"),
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, what="redis-server to answer PING")
         return self
 
     def ping(self):
         try:
-            c = RedisClient(self.port, timeout=1)
+            c = self.client(timeout=1)
         except OSError:
             return False
         try:
@@ -137,8 +141,8 @@ class Redis:
         finally:
             c.close()
 
-    def client(self):
-        return RedisClient(self.port)
+    def client(self, timeout=5.0):
+        return RedisClient(self.port, timeout=timeout)
 
     def cmd(self, *args):
         c = self.client()

@@ -15,11 +15,10 @@ import json
 import socket
 import threading
 import time
-import urllib.parse
 
 import pytest
 
-from harness import SECRET, sign, wait_for
+from harness import SECRET, sign
 from payloads import contact_tag, conversation, ticket
 
 SEED_USER = "u-seed"

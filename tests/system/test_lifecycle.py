@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import (BIN, REDIS_SERVER, SANITIZER_MARKERS, Redis, RedisClient, Service,
+from harness import (BIN, SANITIZER_MARKERS, Redis, RedisClient, Service,
                      free_port, sign, wait_for)
 from payloads import contact_tag, conversation
 
@@ -283,34 +283,16 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(make_service, own_redis
 class PasswordRedis(Redis):
     """A redis-server with requirepass, so REDIS_URL carries a password."""
     password = "redis-pw-Qx81LmZ0"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--requirepass", self.password,
-             "--logfile", os.path.join(self.dir, "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.ping, what="redis-server to answer PING")
-        return self
+    extra_args = ("--requirepass", password)
 
     @property
     def url(self):
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
-    def client(self):
-        c = RedisClient(self.port)
+    def client(self, timeout=5.0):
+        c = RedisClient(self.port, timeout=timeout)
         c("AUTH", self.password)
         return c
-
-    def ping(self):
-        try:
-            c = self.client()
-        except OSError:
-            return False
-        try:
-            return c("PING") == "PONG"
-        finally:
-            c.close()
 
 
 SECRETS = {
