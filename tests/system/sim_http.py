@@ -19,6 +19,7 @@ plugs in by subclassing:
     Answer     default body or extra members (e.g. a content type)
 """
 import http
+import http.client
 import http.server
 import json
 import signal
@@ -90,6 +91,33 @@ def control_request(path, body):
     if not isinstance(args, dict):
         raise ValueError("control body must be a JSON object")
     return name, args
+
+
+class Reply:
+    """A simulator's answer as its tests read it (see http_call)."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Reply {self.status} {self.body[:300]!r}>"
+
+
+def http_call(port, method, path, body=None, headers=None, timeout=5):
+    """One request to a simulator on 127.0.0.1, a body that is not bytes sent as JSON.
+    Header names in the Reply are lower-case."""
+    if body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
 
 
 class Answer:

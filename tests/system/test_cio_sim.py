@@ -17,6 +17,7 @@ import pytest
 
 from cio_sim import CioSim, UNAUTHORIZED_BODY
 from harness import free_port, wait_for
+from sim_http import http_call
 
 SITE, KEY = "site-1", "key-1"
 ULID_A = "01HZZZZZZZZZZZZZZZZZZZZZZA"
@@ -31,36 +32,17 @@ def sim():
     s.stop()
 
 
-class R:
-    def __init__(self, status, headers, body):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return f"<R {self.status} {self.body[:300]!r}>"
-
-
 def auth(site=SITE, key=KEY, urlsafe=False):
     enc = base64.urlsafe_b64encode if urlsafe else base64.b64encode
     return "Basic " + enc(f"{site}:{key}".encode()).decode()
 
 
-def call(sim, method, path, body=None, headers=None, authed=True, timeout=5, raw=False):
+def call(sim, method, path, body=None, headers=None, authed=True, timeout=5):
     h = {"Content-Type": "application/json"}
     if authed:
         h["Authorization"] = auth()
     h.update(headers or {})
-    if body is not None and not isinstance(body, bytes):
-        body = json.dumps(body).encode()
-    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=h)
-        r = conn.getresponse()
-        return R(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
-    finally:
-        conn.close()
+    return http_call(sim.port, method, path, body, h, timeout)
 
 
 def identify(sim, ident, attrs, **kw):

@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 
 from harness import free_port, wait_for
+from sim_http import http_call
 from intercom_sim import IntercomSim, decode_cursor, encode_cursor, SearchError
 
 TOKEN = "tok-1"
@@ -34,17 +35,6 @@ def sim():
     s.stop()
 
 
-class R:
-    def __init__(self, status, headers, body):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return f"<R {self.status} {self.body[:300]!r}>"
-
-
 def call(sim, method, path, body=None, headers=None, authed=True, timeout=5,
          version="2.14"):
     h = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -53,15 +43,7 @@ def call(sim, method, path, body=None, headers=None, authed=True, timeout=5,
     if version:
         h["Intercom-Version"] = version
     h.update(headers or {})
-    if body is not None and not isinstance(body, bytes):
-        body = json.dumps(body).encode()
-    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=h)
-        r = conn.getresponse()
-        return R(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
-    finally:
-        conn.close()
+    return http_call(sim.port, method, path, body, h, timeout)
 
 
 def event(sim, ev, **kw):
