@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+#include "api/api_hex.h"
+
 #define MAX_DEPTH 16   /* deeper dropped values: decline rather than recurse */
 #define MAX_KEYS 64    /* keys per dropped object checked for duplicates */
 
@@ -41,23 +43,13 @@ static void emit(struct skim *s, const char *from, size_t n) {
     s->olen += n;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Reads "\uXXXX" at p; -1 when malformed. */
 static long read_u(const char *p, const char *end) {
     if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
         return -1;
     long v = 0;
     for (int i = 2; i < 6; i++) {
-        int h = hexval(p[i]);
+        int h = api_hexval(p[i]);
         if (h < 0)
             return -1;
         v = v * 16 + h;
@@ -193,6 +185,15 @@ static int skip_literal(struct skim *s, const char *word) {
     return 0;
 }
 
+/* After a member or an element: 1 past a ',' (another follows), 0 past `close`, -1 at
+ * anything else. */
+static int next_or_close(struct skim *s, char close) {
+    ws(s);
+    if (s->p >= s->end || (*s->p != ',' && *s->p != close))
+        return -1;
+    return *s->p++ == ',';
+}
+
 /* Checks the value at s->p as strictly as jansson with JSON_REJECT_DUPLICATES would. */
 static int validate(struct skim *s, int depth) {
     ws(s);
@@ -234,18 +235,9 @@ static int validate(struct skim *s, int depth) {
             }
             if (validate(s, depth + 1) < 0)
                 return -1;
-            ws(s);
-            if (s->p >= s->end)
-                return -1;
-            if (*s->p == ',') {
-                s->p++;
-                continue;
-            }
-            if (*s->p == (obj ? '}' : ']')) {
-                s->p++;
-                return 0;
-            }
-            return -1;
+            int more = next_or_close(s, obj ? '}' : ']');
+            if (more <= 0)
+                return more;
         }
     }
     if (c == '"') {
@@ -367,19 +359,13 @@ static int object(struct skim *s, enum level lv) {
                 emit(s, v, (size_t)(s->p - v));
             }
         }
-        ws(s);
-        if (s->p >= s->end)
+        int more = next_or_close(s, '}');
+        if (more < 0)
             return -1;
-        if (*s->p == ',') {
-            s->p++;
-            continue;
-        }
-        if (*s->p == '}') {
-            s->p++;
+        if (more == 0) {
             emit(s, "}", 1);
             return 0;
         }
-        return -1;
     }
 }
 

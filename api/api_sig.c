@@ -11,20 +11,12 @@
 #include <openssl/hmac.h>
 #include <openssl/params.h>
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "api/api_hex.h"
 
 /* Decodes exactly 2*n hex chars into out. Returns 0, or -1 on a non-hex char. */
 static int unhex(const char *hex, unsigned char *out, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = api_hexval(hex[2 * i]), lo = api_hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (unsigned char)(hi << 4 | lo);
