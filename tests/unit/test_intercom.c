@@ -12,34 +12,14 @@
 
 #include "api/api_intercom.h"
 #include "api/api_jarena.h"
+#include "tests/unit/intercom_fixture.h"
 
-#define FIXDIR "tests/fixtures/intercom/"
 #define C1 "65a1f0c2e4b0a1b2c3d40001"
 #define C2 "65a1f0c2e4b0a1b2c3d40002"
 #define C3 "65a1f0c2e4b0a1b2c3d40003"
 
 static const char *const churn[] = {"churn-risk", "at-risk"};
 static const struct api_intercom_opts opts = {churn, 2};
-
-static char *read_file(const char *name, size_t *len) {
-    char path[256];
-    snprintf(path, sizeof(path), FIXDIR "%s", name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fail_msg("cannot open %s (run from the repository root)", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    buf[n] = '\0';
-    *len = (size_t)n;
-    return buf;
-}
 
 /* What a fixture must parse to. NULL/0/-1 fields are "not expected to be set". */
 struct expect {
@@ -159,7 +139,7 @@ static const struct expect cases[] = {
 
 static void check_case(const struct expect *e) {
     size_t len = 0;
-    char *body = read_file(e->file, &len);
+    char *body = read_fixture(e->file, &len);
     struct api_intercom_doc doc;
     char err[256] = "";
     int rc = api_intercom_parse(&doc, body, len, &opts, err, sizeof(err));
@@ -533,7 +513,7 @@ static void test_arena_profile_borrowed(void **state) {
     o.profile_attrs = attrs;
     o.nprofile_attrs = 2;
     size_t len = 0;
-    char *body = read_file("contact_user_created.json", &len);
+    char *body = read_fixture("contact_user_created.json", &len);
     struct api_intercom_doc doc;
     char err[256];
     assert_int_equal(api_intercom_parse(&doc, body, len, &o, err, sizeof(err)), 0);
@@ -558,8 +538,8 @@ static void test_arena_profile_borrowed(void **state) {
 static void test_arena_interleaved_docs(void **state) {
     (void)state;
     size_t la = 0, lb = 0;
-    char *a_body = read_file("conversation_admin_closed.json", &la);
-    char *b_body = read_file("conversation_contact_attached.json", &lb);
+    char *a_body = read_fixture("conversation_admin_closed.json", &la);
+    char *b_body = read_fixture("conversation_contact_attached.json", &lb);
     struct api_intercom_doc a, b;
     char err[256];
     assert_int_equal(api_intercom_parse(&a, a_body, la, &opts, err, sizeof(err)), 0);

@@ -13,32 +13,12 @@
 
 #include "api/api_intercom.h"
 #include "api/api_jskim.h"
+#include "tests/unit/intercom_fixture.h"
 
-#define FIXDIR "tests/fixtures/intercom/"
 
 static const char *const churn[] = {"churn-risk"};
 static const char *const profile[] = {"plan", "source", "company_size"};
 static const struct api_intercom_opts opts = {churn, 1, profile, 3};
-
-static char *read_fixture(const char *name, size_t *len) {
-    char path[256];
-    snprintf(path, sizeof(path), FIXDIR "%s", name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fail_msg("cannot open %s (run from the repository root)", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    buf[n] = '\0';
-    *len = (size_t)n;
-    return buf;
-}
 
 static void put(char **p, size_t *room, const char *fmt, ...) {
     va_list ap;
