@@ -200,6 +200,13 @@ static void job_dead(struct job *j, const char *reason, long status, const char 
     j->response = strndup(response ? response : "", n < RESPONSE_KEEP ? n : RESPONSE_KEEP);
 }
 
+/* Intercom refused the request for good (a 4xx other than the ones handled). */
+static void job_rejected(struct job *j, long status, const char *response) {
+    char reason[64];
+    snprintf(reason, sizeof(reason), "rejected: HTTP %ld", status);
+    job_dead(j, reason, status, response);
+}
+
 static char *url_for(const struct svc_config *cfg, const char *path) {
     size_t n = strlen(cfg->intercom_api_url) + strlen(path) + 1;
     char *u = malloc(n);
@@ -397,11 +404,8 @@ static void on_response(const struct svc_http_result *res, void *arg) {
     case J_EVENT:
         if (status == 404)
             job_dead(j, "unknown_user: Intercom has no user with this user_id", status, res->body);
-        else if (status >= 300) {
-            char reason[64];
-            snprintf(reason, sizeof(reason), "rejected: HTTP %ld", status);
-            job_dead(j, reason, status, res->body);
-        }
+        else if (status >= 300)
+            job_rejected(j, status, res->body);
         job_report(j);
         return;
     case J_LOOKUP:
@@ -409,11 +413,8 @@ static void on_response(const struct svc_http_result *res, void *arg) {
             lookup_answered(j, res->body, res->body_len);
             return;
         }
-        if (status != 404) {
-            char reason[64];
-            snprintf(reason, sizeof(reason), "rejected: HTTP %ld", status);
-            job_dead(j, reason, status, res->body);
-        }
+        if (status != 404)
+            job_rejected(j, status, res->body);
         job_report(j);
         return;
     case J_RECONCILE:
@@ -421,11 +422,7 @@ static void on_response(const struct svc_http_result *res, void *arg) {
             reconcile_answered(j, status, res->body, res->body_len);
             return;
         }
-        {
-            char reason[64];
-            snprintf(reason, sizeof(reason), "rejected: HTTP %ld", status);
-            job_dead(j, reason, status, res->body);
-        }
+        job_rejected(j, status, res->body);
         job_report(j);
         return;
     default:
