@@ -19,24 +19,33 @@ unsigned state_partition(const char *id, size_t len) {
 
 /* The bucket uses the hash bits above the partition's, so the buckets of one partition
  * fill evenly. */
-static size_t build_bucket(char *buf, char type, const char *id) {
-    uint32_t h = fnv1a(id, strlen(id));
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:%c:%u", h % STATE_PARTITIONS, type,
-                            (h / STATE_PARTITIONS) % STATE_BUCKETS);
+static size_t bucket_n(char *buf, char type, unsigned partition, unsigned bucket) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:%c:%u", partition, type, bucket);
 }
 
-static size_t build(char *buf, char type, const char *id) {
-    int n = snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:%c:%s", state_partition(id, strlen(id)),
+static size_t build_bucket(char *buf, char type, const char *id) {
+    uint32_t h = fnv1a(id, strlen(id));
+    return bucket_n(buf, type, h % STATE_PARTITIONS, (h / STATE_PARTITIONS) % STATE_BUCKETS);
+}
+
+/* sd:{pN}:<type>:<id>, N from the id itself. */
+static size_t build(char *buf, const char *type, const char *id) {
+    int n = snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:%s:%s", state_partition(id, strlen(id)),
                      type, id);
     return n < STATE_KEY_MAX ? (size_t)n : STATE_KEY_MAX - 1;
 }
 
+/* sd:{pN}:<name>, a key shared by partition N. */
+static size_t partition_key(char *buf, unsigned partition, const char *name) {
+    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:%s", partition, name);
+}
+
 size_t state_key_user(char *buf, const char *user) {
-    return build(buf, 'u', user);
+    return build(buf, "u", user);
 }
 
 size_t state_key_events(char *buf, const char *user) {
-    return build(buf, 'e', user);
+    return build(buf, "e", user);
 }
 
 size_t state_key_ticket(char *buf, const char *ticket) {
@@ -48,15 +57,15 @@ size_t state_key_contact(char *buf, const char *contact) {
 }
 
 size_t state_key_ticket_bucket_n(char *buf, unsigned partition, unsigned bucket) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:k:%u", partition, bucket);
+    return bucket_n(buf, 'k', partition, bucket);
 }
 
 size_t state_key_contact_bucket_n(char *buf, unsigned partition, unsigned bucket) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:c:%u", partition, bucket);
+    return bucket_n(buf, 'c', partition, bucket);
 }
 
 size_t state_key_queue_n(char *buf, unsigned partition) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:q", partition);
+    return partition_key(buf, partition, "q");
 }
 
 size_t state_key_queue(char *buf, const char *user) {
@@ -64,17 +73,19 @@ size_t state_key_queue(char *buf, const char *user) {
 }
 
 size_t state_key_window_n(char *buf, unsigned partition) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:w", partition);
+    return partition_key(buf, partition, "w");
+}
+
+size_t state_key_retry_n(char *buf, unsigned partition) {
+    return partition_key(buf, partition, "r");
 }
 
 size_t state_key_contact_lookup(char *buf, const char *contact) {
-    int n = snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:cl:%s",
-                     state_partition(contact, strlen(contact)), contact);
-    return n < STATE_KEY_MAX ? (size_t)n : STATE_KEY_MAX - 1;
+    return build(buf, "cl", contact);
 }
 
 size_t state_key_reconcile_lock_n(char *buf, unsigned partition) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:rk", partition);
+    return partition_key(buf, partition, "rk");
 }
 
 unsigned state_job_partition(const char *job_id) {
@@ -83,19 +94,17 @@ unsigned state_job_partition(const char *job_id) {
 }
 
 size_t state_key_jobs_n(char *buf, unsigned partition) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:iq", partition);
+    return partition_key(buf, partition, "iq");
 }
 
 size_t state_key_job_records_n(char *buf, unsigned partition) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:ij", partition);
+    return partition_key(buf, partition, "ij");
 }
 
 size_t state_key_job_attempts_n(char *buf, unsigned partition) {
-    return (size_t)snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:ia", partition);
+    return partition_key(buf, partition, "ia");
 }
 
 size_t state_key_cio_seen(char *buf, const char *event_id) {
-    int n = snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:cw:%s",
-                     state_partition(event_id, strlen(event_id)), event_id);
-    return n < STATE_KEY_MAX ? (size_t)n : STATE_KEY_MAX - 1;
+    return build(buf, "cw", event_id);
 }

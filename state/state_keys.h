@@ -51,6 +51,7 @@ size_t state_key_events(char *buf, const char *user);
 size_t state_key_queue(char *buf, const char *user);
 size_t state_key_queue_n(char *buf, unsigned partition);
 size_t state_key_window_n(char *buf, unsigned partition);
+size_t state_key_retry_n(char *buf, unsigned partition);       /* sd:{pN}:r */
 size_t state_key_ticket(char *buf, const char *ticket);
 size_t state_key_contact(char *buf, const char *contact);
 size_t state_key_contact_lookup(char *buf, const char *contact);

@@ -36,11 +36,6 @@ static void dlq_key(char *buf, size_t n, const char *destination) {
     snprintf(buf, n, "sd:{dlq}:%s", destination);
 }
 
-/* sd:{pN}:r: the partition's users waiting out a backoff (ack.lua adds, lease.lua wakes). */
-static void retry_key_n(char *buf, unsigned partition) {
-    snprintf(buf, STATE_KEY_MAX, "sd:{p%u}:r", partition);
-}
-
 /*---------------------------------------------------------------------------
  * Lease
  *--------------------------------------------------------------------------*/
@@ -100,7 +95,7 @@ int state_outbox_lease(struct state_store *st, unsigned first, unsigned n, int64
         char q[STATE_KEY_MAX], w[STATE_KEY_MAX], rk[STATE_KEY_MAX];
         state_key_queue_n(q, p);
         state_key_window_n(w, p);
-        retry_key_n(rk, p);
+        state_key_retry_n(rk, p);
         const char *argv[] = {q, w, rk, now, lease, max, "lease"};
         if (state_store_eval(st, STATE_SCRIPT_LEASE, on_lease, c, 3, 7, argv, NULL) == 0)
             c->remaining++;
@@ -327,7 +322,7 @@ int state_outbox_ack(struct state_store *st, const struct state_outbox_ack *acks
         state_key_queue(qkey, a->uid);
         state_key_events(ekey, a->uid);
         state_key_window_n(wkey, part);
-        retry_key_n(rkey, part);
+        state_key_retry_n(rkey, part);
         i64(nb, sizeof(nb), a->not_before_ms);
         state_outbox_jitter(jitter, sizeof(jitter));
         i64(giveup, sizeof(giveup), a->give_up_ms);
@@ -522,7 +517,7 @@ int state_outbox_wake(struct state_store *st, int64_t now_ms, state_outbox_count
         char q[STATE_KEY_MAX], w[STATE_KEY_MAX], rk[STATE_KEY_MAX];
         state_key_queue_n(q, p);
         state_key_window_n(w, p);
-        retry_key_n(rk, p);
+        state_key_retry_n(rk, p);
         const char *argv[] = {q, w, rk, now, "0", WAKE_MAX, "wake"};
         if (state_store_eval(st, STATE_SCRIPT_LEASE, on_wake, c, 3, 7, argv, NULL) == 0)
             c->remaining++;
