@@ -159,7 +159,8 @@ class Redis(harness.Redis):
                           "s = s + redis.call('ZCARD', 'sd:{p' .. i .. '}:q') end return s", 0))
 
     def stop(self):
-        self.c.close()
+        if getattr(self, "c", None) is not None:
+            self.c.close()
         super().stop()
 
 
